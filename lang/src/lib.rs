@@ -1,0 +1,1 @@
+//! Spec front ends. Filled in by the spec issue.
