@@ -1,1 +1,7 @@
+//! buildit: package-centric, source-based, reproducible container builds.
+//!
+//! The binary is a thin layer (`cli`) over operations (`ops`) that sit on the
+//! `buildit-store` and `buildit-lang` crates.
 
+pub mod cli;
+pub mod ops;

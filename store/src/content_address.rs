@@ -33,7 +33,7 @@ pub enum ContentAddress {
     Fixed(FileIngestion, Hash),
 }
 
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum ContentAddressError {
     #[error("content address '{0}' must start with 'text:' or 'fixed:'")]
     BadPrefix(String),

@@ -5,8 +5,8 @@ use std::fmt;
 use std::io;
 use std::str::FromStr;
 
-use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
 use sha2::Digest;
 use thiserror::Error;
 
@@ -59,7 +59,7 @@ impl FromStr for HashAlgo {
     }
 }
 
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum HashError {
     #[error("unknown hash algorithm '{0}' (expected md5, sha1, sha256 or sha512)")]
     UnknownAlgo(String),
@@ -366,9 +366,16 @@ mod tests {
             h.to_sri(),
             HELLO_SHA256.to_uppercase().replace("SHA256", "sha256"),
         ] {
-            assert_eq!(Hash::parse(&form, Some(HashAlgo::Sha256)).unwrap(), h, "{form}");
+            assert_eq!(
+                Hash::parse(&form, Some(HashAlgo::Sha256)).unwrap(),
+                h,
+                "{form}"
+            );
         }
-        assert_eq!(Hash::parse(HELLO_SHA256, Some(HashAlgo::Sha256)).unwrap(), h);
+        assert_eq!(
+            Hash::parse(HELLO_SHA256, Some(HashAlgo::Sha256)).unwrap(),
+            h
+        );
         assert!(matches!(
             Hash::parse(HELLO_SHA256, None),
             Err(HashError::MissingAlgo(_))

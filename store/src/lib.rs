@@ -13,6 +13,11 @@ pub use content_address::{ContentAddress, FileIngestion};
 pub use hash::{Hash, HashAlgo, Hasher};
 pub use store_path::{StorePath, STORE_DIR};
 pub mod derivation;
+pub mod local;
 pub mod nar;
 pub mod narinfo;
+pub mod path_info;
 pub mod signing;
+
+pub use local::{LocalStore, StoreError};
+pub use path_info::PathInfo;

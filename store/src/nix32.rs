@@ -16,7 +16,7 @@ const DECODE: [u8; 256] = {
     t
 };
 
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum Nix32Error {
     #[error("invalid nix32 character {0:?}")]
     InvalidChar(char),
@@ -117,10 +117,9 @@ mod tests {
 
     #[test]
     fn empty_sha256() {
-        let bytes = crate::hex::decode(
-            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
-        )
-        .unwrap();
+        let bytes =
+            crate::hex::decode("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+                .unwrap();
         let s = encode(&bytes);
         assert_eq!(s, "0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73");
         assert_eq!(decode(&s).unwrap(), bytes);

@@ -18,7 +18,7 @@ pub const HASH_PART_LEN: usize = 32;
 /// Longest name Nix 2.8 accepts.
 pub const MAX_NAME_LEN: usize = 211;
 
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum StorePathError {
     #[error("'{0}' is not in the store directory {STORE_DIR}")]
     NotInStore(String),
@@ -30,7 +30,9 @@ pub enum StorePathError {
     EmptyName,
     #[error("store path name '{name}' is {len} bytes long; at most {MAX_NAME_LEN} are allowed")]
     NameTooLong { name: String, len: usize },
-    #[error("store path name '{name}' contains {bad:?}; allowed are letters, digits and + - . _ ? =")]
+    #[error(
+        "store path name '{name}' contains {bad:?}; allowed are letters, digits and + - . _ ? ="
+    )]
     BadNameChar { name: String, bad: char },
     #[error("store path name '{0}' starts with '.'")]
     LeadingDot(String),
@@ -280,10 +282,15 @@ mod tests {
 
     #[test]
     fn parse_and_print() {
-        let p: StorePath = "/store/xkj7j434h63jq7k4zvkm9jjdgnls4fsx-hello.txt".parse().unwrap();
+        let p: StorePath = "/store/xkj7j434h63jq7k4zvkm9jjdgnls4fsx-hello.txt"
+            .parse()
+            .unwrap();
         assert_eq!(p.name(), "hello.txt");
         assert_eq!(p.hash_part(), "xkj7j434h63jq7k4zvkm9jjdgnls4fsx");
-        assert_eq!(p.to_string(), "/store/xkj7j434h63jq7k4zvkm9jjdgnls4fsx-hello.txt");
+        assert_eq!(
+            p.to_string(),
+            "/store/xkj7j434h63jq7k4zvkm9jjdgnls4fsx-hello.txt"
+        );
         let (sp, rest) =
             StorePath::split_absolute("/store/xkj7j434h63jq7k4zvkm9jjdgnls4fsx-hello.txt/a/b")
                 .unwrap();
@@ -294,8 +301,14 @@ mod tests {
     fn rejects_bad_paths() {
         use StorePathError::*;
         let h = "xkj7j434h63jq7k4zvkm9jjdgnls4fsx";
-        assert!(matches!(StorePath::from_absolute("/nix/store/x"), Err(NotInStore(_))));
-        assert!(matches!(StorePath::from_base_name("abc-d"), Err(BadShape(_))));
+        assert!(matches!(
+            StorePath::from_absolute("/nix/store/x"),
+            Err(NotInStore(_))
+        ));
+        assert!(matches!(
+            StorePath::from_base_name("abc-d"),
+            Err(BadShape(_))
+        ));
         assert!(matches!(
             StorePath::from_base_name(&format!("{h}-")),
             Err(BadShape(_))
@@ -323,7 +336,10 @@ mod tests {
     #[test]
     fn text_path() {
         let p = make_text_path("hello.txt", &Hash::sha256(b"hello\n"), []).unwrap();
-        assert_eq!(p.to_string(), "/store/xkj7j434h63jq7k4zvkm9jjdgnls4fsx-hello.txt");
+        assert_eq!(
+            p.to_string(),
+            "/store/xkj7j434h63jq7k4zvkm9jjdgnls4fsx-hello.txt"
+        );
     }
 
     #[test]
@@ -336,6 +352,9 @@ mod tests {
             false,
         )
         .unwrap();
-        assert_eq!(p.to_string(), "/store/4ing4x8kprbhgy6knya50wq463alq5vb-hello.txt");
+        assert_eq!(
+            p.to_string(),
+            "/store/4ing4x8kprbhgy6knya50wq463alq5vb-hello.txt"
+        );
     }
 }

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Build buildit and run its main job on a sample.
+#
+# Today the main job is a store round trip on samples/store-demo: add the tree to a
+# fresh store, show its metadata, dump and restore its NAR, verify, collect garbage.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/deps.sh
+need_cargo
+apt_install gcc libc6-dev
+cargo build --release --locked --bin buildit
+bi=target/release/buildit
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+export BUILDIT_ROOT="$work/root"
+
+set -x
+path=$($bi store add --out-link "$work/result" samples/store-demo)
+$bi store path-info --json "$path"
+$bi store ls -lR "$path"
+$bi store cat "$path/etc/motd"
+$bi store dump "$path" > "$work/demo.nar"
+$bi store restore "$work/restored" < "$work/demo.nar"
+$bi store hash-path "$work/restored"
+$bi store verify --check-contents
+rm "$work/result"
+$bi store gc

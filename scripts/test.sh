@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Install what the tests need and run them all: as the current user, and when that
+# is root, once more as an unprivileged user (buildit must work rootless).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/deps.sh
+need_cargo
+# nix-bin: real Nix 2.8 as an oracle for formats.
+apt_install gcc libc6-dev nix-bin util-linux
+
+cargo test --workspace --locked
+
+if [ "$(id -u)" -eq 0 ]; then
+    scripts/test-as-user.sh
+fi

@@ -1,0 +1,57 @@
+//! Command-line interface: argument parsing (clap) and rendering. Each command
+//! group has its own module with `Args` and `exec`; the work itself is in `ops`.
+
+mod output;
+mod store;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub use output::{CliError, CliResult};
+
+#[derive(Parser)]
+#[command(
+    name = "buildit",
+    version,
+    about = "Package-centric, source-based, reproducible container builds"
+)]
+pub struct Cli {
+    /// Physical root of the store (the logical store directory is always /store).
+    #[arg(long, global = true, env = "BUILDIT_ROOT", value_name = "DIR")]
+    root: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Work with the store directly: add, dump, restore, inspect, verify, collect garbage.
+    Store(store::Args),
+}
+
+/// Options every command shares.
+pub struct Global {
+    pub root: PathBuf,
+}
+
+impl Global {
+    pub fn open_store(&self) -> CliResult<buildit_store::LocalStore> {
+        Ok(buildit_store::LocalStore::open(&self.root)?)
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let global = Global {
+        root: cli
+            .root
+            .unwrap_or_else(buildit_store::LocalStore::default_root),
+    };
+    let result = match cli.command {
+        Command::Store(args) => store::exec(&global, args),
+    };
+    output::finish(result)
+}

@@ -1,0 +1,3 @@
+//! Operations behind the commands, usable without the CLI.
+
+pub mod store;

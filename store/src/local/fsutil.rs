@@ -1,0 +1,121 @@
+//! Filesystem chores of the store: normalising a new path, deleting read-only
+//! trees, flushing to disk.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::AT_FDCWD;
+use nix::sys::stat::{utimensat, UtimensatFlags};
+use nix::sys::time::TimeSpec;
+
+use super::StoreError;
+
+/// The mtime of every file in the store, as in Nix: not zero, so that tools which
+/// treat 0 as "unknown" still work.
+pub const STORE_MTIME: i64 = 1;
+
+/// Make a tree look like a store path: files 0444 or 0555 (owner-exec decides),
+/// directories 0555, mtime 1, no setuid/setgid/sticky bits. Refuses device nodes,
+/// fifos and sockets.
+pub fn normalise(root: &Path) -> Result<(), StoreError> {
+    let mut stack: Vec<PathBuf> = vec![root.to_path_buf()];
+    // Directories are made read-only after their children, so that a failure part way
+    // leaves the tree still removable by the caller.
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    while let Some(p) = stack.pop() {
+        let md = fs::symlink_metadata(&p).map_err(|e| StoreError::io(&p, e))?;
+        let ft = md.file_type();
+        if ft.is_dir() {
+            for entry in fs::read_dir(&p).map_err(|e| StoreError::io(&p, e))? {
+                stack.push(entry.map_err(|e| StoreError::io(&p, e))?.path());
+            }
+            dirs.push(p);
+        } else if ft.is_file() {
+            let mode = if md.mode() & 0o100 != 0 { 0o555 } else { 0o444 };
+            if md.mode() & 0o7777 != mode {
+                fs::set_permissions(&p, fs::Permissions::from_mode(mode))
+                    .map_err(|e| StoreError::io(&p, e))?;
+            }
+            set_mtime(&p)?;
+        } else if ft.is_symlink() {
+            set_mtime(&p)?;
+        } else {
+            return Err(StoreError::UnsupportedFileType(p));
+        }
+    }
+    for d in dirs.iter().rev() {
+        fs::set_permissions(d, fs::Permissions::from_mode(0o555))
+            .map_err(|e| StoreError::io(d, e))?;
+        set_mtime(d)?;
+    }
+    Ok(())
+}
+
+fn set_mtime(p: &Path) -> Result<(), StoreError> {
+    let t = TimeSpec::new(STORE_MTIME, 0);
+    utimensat(AT_FDCWD, p, &t, &t, UtimensatFlags::NoFollowSymlink)
+        .map_err(|e| StoreError::io(p, e.into()))
+}
+
+/// Delete a file or tree even if its directories are read-only. A missing path is
+/// not an error.
+pub fn remove_tree(root: &Path) -> Result<(), StoreError> {
+    let md = match fs::symlink_metadata(root) {
+        Ok(md) => md,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(StoreError::io(root, e)),
+    };
+    if !md.is_dir() {
+        return fs::remove_file(root).map_err(|e| StoreError::io(root, e));
+    }
+    // Make every directory writable first (top-down), then let remove_dir_all do the rest.
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o755))
+            .map_err(|e| StoreError::io(&d, e))?;
+        for entry in fs::read_dir(&d).map_err(|e| StoreError::io(&d, e))? {
+            let entry = entry.map_err(|e| StoreError::io(&d, e))?;
+            if entry
+                .file_type()
+                .map_err(|e| StoreError::io(&d, e))?
+                .is_dir()
+            {
+                stack.push(entry.path());
+            }
+        }
+    }
+    fs::remove_dir_all(root).map_err(|e| StoreError::io(root, e))
+}
+
+/// Flush everything written to the filesystem that holds `dir`. One syncfs is far
+/// cheaper than an fsync per file of a large tree.
+pub fn sync_filesystem(dir: &Path) -> Result<(), StoreError> {
+    let f = fs::File::open(dir).map_err(|e| StoreError::io(dir, e))?;
+    nix::unistd::syncfs(&f).map_err(|e| StoreError::io(dir, e.into()))
+}
+
+/// fsync a directory so that a rename into it is durable.
+pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    let f = fs::File::open(dir).map_err(|e| StoreError::io(dir, e))?;
+    f.sync_all().map_err(|e| StoreError::io(dir, e))
+}
+
+/// Total size in bytes of the files under `root` (for GC reports).
+pub fn disk_usage(root: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let Ok(md) = fs::symlink_metadata(&p) else {
+            continue;
+        };
+        total += md.blocks() * 512;
+        if md.is_dir() {
+            if let Ok(rd) = fs::read_dir(&p) {
+                stack.extend(rd.flatten().map(|e| e.path()));
+            }
+        }
+    }
+    total
+}
