@@ -277,3 +277,21 @@ fn add_nar_checks_hash_and_size() {
     assert_eq!(b.path_info(&p).unwrap().unwrap().nar_hash, info.nar_hash);
     assert!(b.verify(true).unwrap().problems.is_empty());
 }
+
+/// The root of an added path may be a symlink, even a dangling one (found by the Nix
+/// oracle test: flushing must not follow it).
+#[test]
+fn add_dangling_symlink_root() {
+    let t = tempfile::tempdir().unwrap();
+    let link = t.path().join("link");
+    symlink("../../nowhere", &link).unwrap();
+    let store = LocalStore::open(&t.path().join("root")).unwrap();
+    let p = store
+        .add_path(&link, "link", FileIngestion::Recursive, HashAlgo::Sha256)
+        .unwrap();
+    assert_eq!(
+        fs::read_link(store.physical_path(&p)).unwrap(),
+        Path::new("../../nowhere")
+    );
+    assert!(store.verify(true).unwrap().problems.is_empty());
+}

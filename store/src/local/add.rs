@@ -242,7 +242,8 @@ impl LocalStore {
         if dest.symlink_metadata().is_ok() {
             remove_tree(&dest)?;
         }
-        sync_filesystem(tree)?;
+        // Through the parent: the tree itself may be a (dangling) symlink.
+        sync_filesystem(tree.parent().unwrap_or(&self.store_dir))?;
         fault_point("before-pending");
         self.db().mark_pending(&info.path)?;
         fault_point("before-rename");
