@@ -23,7 +23,7 @@ fn nibble(c: u8) -> Option<u8> {
 /// Decode hex; `None` on an odd length or a non-hex character.
 pub fn decode(s: &str) -> Option<Vec<u8>> {
     let b = s.as_bytes();
-    if b.len() % 2 != 0 {
+    if !b.len().is_multiple_of(2) {
         return None;
     }
     b.chunks(2)

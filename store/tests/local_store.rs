@@ -295,3 +295,42 @@ fn add_dangling_symlink_root() {
     );
     assert!(store.verify(true).unwrap().problems.is_empty());
 }
+
+/// A derivation written to the store lands at its `.drv` path, references its
+/// inputs, records its outputs, and reads back equal.
+#[test]
+fn derivations_in_the_store() {
+    use buildit_store::{Derivation, DerivationOutput};
+    let t = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(&t.path().join("root")).unwrap();
+    let src = store
+        .add_text("builder.sh", b"echo hi > $out", &BTreeSet::new())
+        .unwrap();
+    let mut drv = Derivation {
+        system: "x86_64-linux".into(),
+        builder: "/bin/sh".into(),
+        args: vec![src.to_string()],
+        input_srcs: BTreeSet::from([src.clone()]),
+        ..Default::default()
+    };
+    drv.outputs.insert("out".into(), DerivationOutput::Deferred);
+    drv.env.insert("name".into(), "demo".into());
+    drv.env.insert("builder".into(), "/bin/sh".into());
+    drv.env.insert("system".into(), "x86_64-linux".into());
+    drv.fill_output_paths(
+        |_: &StorePath| -> Result<_, buildit_store::derivation::DerivationError> {
+            unreachable!("no input derivations")
+        },
+    )
+    .unwrap();
+    let p = store.add_derivation(&drv).unwrap();
+    assert_eq!(p, drv.drv_path().unwrap());
+    assert_eq!(store.read_derivation(&p).unwrap(), drv);
+    let info = store.path_info(&p).unwrap().unwrap();
+    assert_eq!(info.references, BTreeSet::from([src]));
+    let out = drv.outputs["out"].path().unwrap().clone();
+    assert_eq!(
+        store.derivation_outputs(&p).unwrap(),
+        vec![("out".to_string(), out)]
+    );
+}

@@ -14,6 +14,7 @@
 
 mod add;
 mod db;
+mod derivations;
 mod fsutil;
 mod gc;
 mod lock;

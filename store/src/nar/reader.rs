@@ -49,7 +49,10 @@ pub trait NarSink {
 
 /// Parses a NAR that makes up all of `reader`, and returns its size. Bytes after
 /// the archive are an error. `reader` is buffered internally.
-pub fn parse(reader: &mut impl Read, sink: &mut impl NarSink) -> Result<u64, NarError> {
+pub fn parse(
+    reader: &mut (impl Read + ?Sized),
+    sink: &mut (impl NarSink + ?Sized),
+) -> Result<u64, NarError> {
     // Safe to read ahead: anything after the archive is an error anyway.
     let mut input = Input::new(BufReader::with_capacity(CHUNK_SIZE, reader));
     parse_nodes(&mut input, sink)?;
@@ -60,7 +63,10 @@ pub fn parse(reader: &mut impl Read, sink: &mut impl NarSink) -> Result<u64, Nar
 /// Parses a NAR at the start of `reader` and stops right after it, leaving the
 /// rest of the stream unread, e.g. for a NAR embedded in a larger protocol stream.
 /// Reads only the bytes it needs, so give it a buffered reader.
-pub fn parse_embedded(reader: &mut impl Read, sink: &mut impl NarSink) -> Result<u64, NarError> {
+pub fn parse_embedded(
+    reader: &mut (impl Read + ?Sized),
+    sink: &mut (impl NarSink + ?Sized),
+) -> Result<u64, NarError> {
     let mut input = Input::new(reader);
     parse_nodes(&mut input, sink)?;
     Ok(input.offset)
@@ -73,7 +79,7 @@ pub fn parse_embedded(reader: &mut impl Read, sink: &mut impl NarSink) -> Result
 /// file and symlink is created exclusively (an existing path is an error, never
 /// written through), and entries are unique. On error, `target` may hold a partial
 /// tree that the caller should remove.
-pub fn restore(reader: &mut impl Read, target: &Path) -> Result<u64, NarError> {
+pub fn restore(reader: &mut (impl Read + ?Sized), target: &Path) -> Result<u64, NarError> {
     // Fail before consuming the NAR; creating the root exclusively below still
     // catches a target that appears in between.
     match fs::symlink_metadata(target) {
@@ -91,7 +97,7 @@ pub fn restore(reader: &mut impl Read, target: &Path) -> Result<u64, NarError> {
 }
 
 /// Checks that `reader` holds exactly one canonical NAR, writing nothing.
-pub fn validate(reader: &mut impl Read) -> Result<NarSummary, NarError> {
+pub fn validate(reader: &mut (impl Read + ?Sized)) -> Result<NarSummary, NarError> {
     let mut sink = ValidateSink::default();
     let nar_size = parse(reader, &mut sink)?;
     Ok(NarSummary {
@@ -101,7 +107,7 @@ pub fn validate(reader: &mut impl Read) -> Result<NarSummary, NarError> {
 }
 
 /// The entries of a NAR, in NAR order (as for `ls -R`).
-pub fn list(reader: &mut impl Read) -> Result<Vec<NarEntry>, NarError> {
+pub fn list(reader: &mut (impl Read + ?Sized)) -> Result<Vec<NarEntry>, NarError> {
     let mut sink = ListSink::default();
     parse(reader, &mut sink)?;
     Ok(sink.entries)
@@ -466,7 +472,7 @@ impl<R: Read> Input<R> {
     /// Hands `size` bytes of contents to the sink, then skips what it left.
     fn file_contents(
         &mut self,
-        sink: &mut impl NarSink,
+        sink: &mut (impl NarSink + ?Sized),
         executable: bool,
         size: u64,
     ) -> Result<(), NarError> {
@@ -566,7 +572,10 @@ enum Node {
 /// Parses the magic and the root node. Directories are walked with an explicit
 /// stack (`dirs`, the last name seen in each open directory) instead of
 /// recursion, so nesting depth costs heap, bounded by [`MAX_DEPTH`].
-fn parse_nodes<R: Read>(input: &mut Input<R>, sink: &mut impl NarSink) -> Result<(), NarError> {
+fn parse_nodes<R: Read>(
+    input: &mut Input<R>,
+    sink: &mut (impl NarSink + ?Sized),
+) -> Result<(), NarError> {
     parse_magic(input)?;
     let mut dirs: Vec<Vec<u8>> = Vec::new();
     loop {
@@ -624,7 +633,7 @@ fn parse_magic<R: Read>(input: &mut Input<R>) -> Result<(), NarError> {
 /// its first entry. `depth` is the number of directories enclosing it.
 fn parse_node<R: Read>(
     input: &mut Input<R>,
-    sink: &mut impl NarSink,
+    sink: &mut (impl NarSink + ?Sized),
     depth: usize,
 ) -> Result<Node, NarError> {
     input.expect(tok::OPEN, "'('")?;
@@ -747,6 +756,11 @@ mod tests {
             validate(&mut &file_nar(b"hello\n")[..]).unwrap().nar_size,
             120
         );
+        // Trait objects work too, for callers that only have a `dyn Read`.
+        let nar = file_nar(b"x");
+        let reader: &mut dyn Read = &mut &nar[..];
+        let sink: &mut dyn NarSink = &mut ValidateSink::default();
+        assert_eq!(parse(reader, sink).unwrap(), nar.len() as u64);
         let nar = dir_nar(&[b"a", b"b"]);
         let s = validate(&mut &nar[..]).unwrap();
         assert_eq!(

@@ -73,7 +73,7 @@ enum ContentsError {
 /// contents that yield fewer or more bytes than declared. After an error the writer
 /// refuses every further call, and what reached `W` is an incomplete NAR to discard.
 ///
-/// Output is gathered in an internal buffer of [`CHUNK_SIZE`] bytes, so `W` sees
+/// Output is gathered in an internal buffer of 256 KiB, so `W` sees
 /// few large writes: no `BufWriter` is needed, and a [`Hasher`] gets large updates.
 /// Nothing is complete in `W` until [`finish`](Self::finish) returns.
 pub struct NarWriter<W: Write> {
@@ -93,18 +93,21 @@ pub struct NarWriter<W: Write> {
 
 impl<W: Write> NarWriter<W> {
     pub fn new(out: W) -> Self {
-        let mut w = NarWriter {
+        let mut buf = vec![0; CHUNK_SIZE].into_boxed_slice();
+        // The magic goes straight into the fresh buffer (whose zeros are already its
+        // padding) so that creating a writer cannot fail.
+        let magic_len = MAGIC.len() as u64;
+        buf[..8].copy_from_slice(&magic_len.to_le_bytes());
+        buf[8..8 + MAGIC.len()].copy_from_slice(MAGIC);
+        NarWriter {
             out,
-            buf: vec![0; CHUNK_SIZE].into_boxed_slice(),
-            len: 0,
+            buf,
+            len: 8 + MAGIC.len() + padding_len(magic_len),
             flushed: 0,
             dirs: Vec::new(),
             path: Vec::new(),
             expect: Expect::Node,
-        };
-        // The buffer is empty and far larger than the magic, so nothing reaches `out`.
-        w.put_str(MAGIC).expect("magic fits in the empty buffer");
-        w
+        }
     }
 
     /// Bytes of NAR produced so far (written to `W` or still buffered).
@@ -391,7 +394,7 @@ impl<W: Write> NarWriter<W> {
 /// Entries are sorted by raw name bytes; a file is executable iff its owner-execute
 /// bit is set. FIFOs, sockets and devices are errors, and so is a file whose size
 /// changes while it is read: the NAR written so far is then incomplete.
-pub fn dump_path(path: &Path, out: &mut impl Write) -> Result<u64, NarError> {
+pub fn dump_path(path: &Path, out: &mut (impl Write + ?Sized)) -> Result<u64, NarError> {
     let mut w = NarWriter::new(out);
     w.write_path(path)?;
     let (_, size) = w.finish()?;
@@ -408,7 +411,7 @@ pub fn hash_path(path: &Path, algo: HashAlgo) -> Result<(Hash, u64), NarError> {
 /// [`dump_path`] that also hashes what it writes, in one pass over the tree.
 pub fn dump_path_hashed(
     path: &Path,
-    out: &mut impl Write,
+    out: &mut (impl Write + ?Sized),
     algo: HashAlgo,
 ) -> Result<(Hash, u64), NarError> {
     let mut hashing = HashingWriter::new(out, algo);
