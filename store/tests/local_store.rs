@@ -143,7 +143,7 @@ fn verify_finds_tampering() {
         "{:?}",
         r.problems
     );
-    fs::remove_dir_all(&dir).unwrap();
+    buildit_store::local::remove_tree(&dir).unwrap();
     let r = store.verify(false).unwrap();
     assert_eq!(r.problems, vec![VerifyProblem::Missing { path: p }]);
 }

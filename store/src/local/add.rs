@@ -22,7 +22,7 @@ use crate::path_info::PathInfo;
 use crate::store_path::{make_fixed_output_path, make_text_path};
 use crate::{nar, ContentAddress, FileIngestion, Hash, HashAlgo, StorePath};
 
-use super::fsutil::{normalise, remove_tree, sync_dir, sync_filesystem};
+use super::fsutil::{normalise_below, remove_tree, seal_root, sync_dir, sync_filesystem};
 use super::{now, FileLock, LocalStore, StoreError};
 
 /// A tree under construction in `var/tmp/`, removed on drop unless moved away.
@@ -196,7 +196,7 @@ impl LocalStore {
         _lock: &FileLock,
     ) -> Result<PathInfo, StoreError> {
         self.begin_write()?;
-        normalise(tree)?;
+        normalise_below(tree)?;
         let (nar_hash, nar_size) = nar::hash_path(tree, HashAlgo::Sha256)?;
         info.nar_hash = nar_hash;
         info.nar_size = nar_size;
@@ -217,11 +217,12 @@ impl LocalStore {
             return Ok(());
         }
         fault_point("before-normalise");
-        normalise(tmp.path())?;
+        normalise_below(tmp.path())?;
         self.move_into_store(tmp.path(), &info, drv_outputs)
     }
 
-    /// Steps 3–5; the caller holds the path lock and has normalised `tree`.
+    /// Steps 3–5; the caller holds the path lock and has normalised what is below
+    /// `tree` (`normalise_below`); the root is sealed once it is in place.
     fn move_into_store(
         &self,
         tree: &Path,
@@ -260,6 +261,7 @@ impl LocalStore {
                 io::Error::other(format!("moving {} into the store: {e}", tree.display())),
             )
         })?;
+        seal_root(&dest)?;
         sync_dir(&self.store_dir)?;
         fault_point("before-register");
         if let Err(e) = self.db().register(info, drv_outputs) {

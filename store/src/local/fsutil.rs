@@ -20,6 +20,14 @@ pub const STORE_MTIME: i64 = 1;
 /// directories 0555, mtime 1, no setuid/setgid/sticky bits. Refuses device nodes,
 /// fifos and sockets.
 pub fn normalise(root: &Path) -> Result<(), StoreError> {
+    normalise_below(root)?;
+    seal_root(root)
+}
+
+/// `normalise`, except that a directory at `root` keeps its write permission: an
+/// unprivileged process can only rename a directory into another one if it may
+/// write to it (its `..` entry changes). Call `seal_root` after the move.
+pub fn normalise_below(root: &Path) -> Result<(), StoreError> {
     let mut stack: Vec<PathBuf> = vec![root.to_path_buf()];
     // Directories are made read-only after their children, so that a failure part way
     // leaves the tree still removable by the caller.
@@ -46,9 +54,26 @@ pub fn normalise(root: &Path) -> Result<(), StoreError> {
         }
     }
     for d in dirs.iter().rev() {
-        fs::set_permissions(d, fs::Permissions::from_mode(0o555))
-            .map_err(|e| StoreError::io(d, e))?;
-        set_mtime(d)?;
+        if d == root {
+            fs::set_permissions(d, fs::Permissions::from_mode(0o755))
+                .map_err(|e| StoreError::io(d, e))?;
+        } else {
+            fs::set_permissions(d, fs::Permissions::from_mode(0o555))
+                .map_err(|e| StoreError::io(d, e))?;
+            set_mtime(d)?;
+        }
+    }
+    Ok(())
+}
+
+/// Make a directory at `root` read-only with the store's mtime (after `normalise_below`).
+pub fn seal_root(root: &Path) -> Result<(), StoreError> {
+    let md = fs::symlink_metadata(root).map_err(|e| StoreError::io(root, e))?;
+    if md.is_dir() {
+        fs::set_permissions(root, fs::Permissions::from_mode(0o555))
+            .map_err(|e| StoreError::io(root, e))?;
+        set_mtime(root)?;
+        sync_dir(root)?;
     }
     Ok(())
 }
