@@ -334,3 +334,34 @@ fn derivations_in_the_store() {
         vec![("out".to_string(), out)]
     );
 }
+
+/// A collection waits while another store handle (standing for another process) is
+/// writing, so a path being added or built is never collected under its feet.
+#[test]
+fn gc_waits_for_writers() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    let writer = LocalStore::open(&root).unwrap();
+    let p = writer.add_text("fresh", b"not rooted yet", &BTreeSet::new()).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let collector = std::thread::spawn({
+        let root = root.clone();
+        move || {
+            let store = LocalStore::open(&root).unwrap();
+            let report = store.gc(false).unwrap();
+            tx.send(()).unwrap();
+            report
+        }
+    });
+    assert!(
+        rx.recv_timeout(std::time::Duration::from_millis(500)).is_err(),
+        "gc must wait for the writer"
+    );
+    // While waiting, the writer roots its path; then it finishes.
+    writer.add_named_root("fresh", &p).unwrap();
+    drop(writer);
+    let report = collector.join().unwrap();
+    assert!(report.deleted.is_empty(), "{:?}", report.deleted);
+    let store = LocalStore::open(&root).unwrap();
+    assert!(store.is_valid(&p).unwrap());
+}
