@@ -4,4 +4,5 @@
 //! `buildit-store` and `buildit-lang` crates.
 
 pub mod cli;
+pub mod debian;
 pub mod ops;

@@ -1,1 +1,8 @@
-//! Spec front ends. Filled in by the spec issue.
+//! buildit's spec front ends, lowered to derivations: build-root definitions and the
+//! lock file today; container.yaml, pkg.yaml and the recipe repository with the spec
+//! issue.
+
+pub mod buildroot;
+pub mod debian;
+pub mod lock;
+pub mod yaml;

@@ -1,0 +1,301 @@
+//! Lowering Debian packages and build roots to derivations:
+//!
+//! * a `.deb` is a fixed-output derivation (`builtin:fetchurl`) keyed by its sha256;
+//!   its URL is `mirror://debian/<pool path>`, so the `.drv` is the same whichever
+//!   mirror a machine uses (buildit expands `mirror://` when it fetches);
+//! * its file tree is an input-addressed derivation (`builtin:unpack-deb`);
+//! * a build root merges the trees of its locked closure and applies its fix-ups
+//!   (`builtin:buildroot`).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use buildit_store::derivation::{DerivationError, DerivationHasher};
+use buildit_store::{Derivation, DerivationOutput, FileIngestion, Hash, HashAlgo, StorePath};
+
+use crate::buildroot::BuildRootDef;
+use crate::lock::{DebianPackage, LockFile};
+use crate::yaml::SpecError;
+
+/// `system` of derivations that buildit runs itself: they do not depend on the
+/// machine's architecture.
+pub const BUILTIN_SYSTEM: &str = "builtin";
+pub const FETCHURL: &str = "builtin:fetchurl";
+pub const UNPACK_DEB: &str = "builtin:unpack-deb";
+pub const BUILDROOT: &str = "builtin:buildroot";
+pub const DEBIAN_MIRROR: &str = "mirror://debian/";
+
+/// A store path name from free text: characters Nix does not allow become `_`.
+pub fn store_name(s: &str) -> String {
+    let mut n: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "+-._?=".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if n.starts_with('.') {
+        n.replace_range(0..1, "_");
+    }
+    n.truncate(buildit_store::store_path::MAX_NAME_LEN);
+    n
+}
+
+/// Derivations made by the front end, kept in the order they were added (inputs
+/// first), with their output paths filled in.
+#[derive(Default)]
+pub struct DrvSet {
+    drvs: BTreeMap<StorePath, Derivation>,
+    order: Vec<StorePath>,
+}
+
+impl DrvSet {
+    /// Fill in `drv`'s outputs (its inputs must be in the set) and add it; returns its
+    /// `.drv` path.
+    pub fn add(&mut self, mut drv: Derivation) -> Result<StorePath, DerivationError> {
+        {
+            let drvs = &self.drvs;
+            let mut hasher = DerivationHasher::new(|p: &StorePath| {
+                drvs.get(p)
+                    .cloned()
+                    .ok_or_else(|| DerivationError::UnknownInput(p.clone()))
+            });
+            hasher.fill_output_paths(&mut drv)?;
+        }
+        let path = drv.drv_path()?;
+        if !self.drvs.contains_key(&path) {
+            self.order.push(path.clone());
+            self.drvs.insert(path.clone(), drv);
+        }
+        Ok(path)
+    }
+
+    pub fn get(&self, path: &StorePath) -> Option<&Derivation> {
+        self.drvs.get(path)
+    }
+
+    /// The output path `out` of a derivation in the set.
+    pub fn out(&self, drv: &StorePath) -> Option<&StorePath> {
+        self.drvs.get(drv)?.outputs.get("out")?.path()
+    }
+
+    /// All derivations, inputs before the derivations that use them.
+    pub fn in_order(&self) -> impl Iterator<Item = (&StorePath, &Derivation)> {
+        self.order.iter().map(|p| (p, &self.drvs[p]))
+    }
+
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+}
+
+fn base_drv(name: &str, builder: &str) -> Derivation {
+    let mut d = Derivation {
+        system: BUILTIN_SYSTEM.into(),
+        builder: builder.into(),
+        ..Default::default()
+    };
+    d.env.insert("name".into(), name.into());
+    d.env.insert("builder".into(), builder.into());
+    d.env.insert("system".into(), BUILTIN_SYSTEM.into());
+    d
+}
+
+/// The fixed-output derivation of one locked `.deb`.
+pub fn fetch_deb(pkg: &DebianPackage) -> Result<Derivation, String> {
+    let hash = Hash::parse_bare(&pkg.sha256, HashAlgo::Sha256)
+        .map_err(|e| format!("bad sha256 in lock for {}: {e}", pkg.file_name()))?;
+    let mut d = base_drv(&store_name(pkg.file_name()), FETCHURL);
+    d.env
+        .insert("urls".into(), format!("{DEBIAN_MIRROR}{}", pkg.filename));
+    d.env.insert("outputHash".into(), hash.to_hex());
+    d.env.insert("outputHashAlgo".into(), "sha256".into());
+    d.env.insert("outputHashMode".into(), "flat".into());
+    d.outputs.insert(
+        "out".into(),
+        DerivationOutput::Fixed {
+            path: None,
+            method: FileIngestion::Flat,
+            hash,
+        },
+    );
+    Ok(d)
+}
+
+/// The derivation that unpacks a fetched `.deb` into its file tree.
+pub fn unpack_deb(
+    name: &str,
+    pkg: &DebianPackage,
+    fetch: &StorePath,
+    deb: &StorePath,
+) -> Derivation {
+    let mut d = base_drv(&store_name(&format!("{name}-{}", pkg.version)), UNPACK_DEB);
+    d.env.insert("deb".into(), deb.to_string());
+    d.env.insert("package".into(), name.into());
+    d.input_drvs
+        .insert(fetch.clone(), BTreeSet::from(["out".to_string()]));
+    d.outputs.insert("out".into(), DerivationOutput::Deferred);
+    d
+}
+
+/// Fetch and unpack derivations for one locked package; returns the unpack `.drv`.
+pub fn lower_package(
+    set: &mut DrvSet,
+    name: &str,
+    pkg: &DebianPackage,
+) -> Result<StorePath, String> {
+    let fetch = set.add(fetch_deb(pkg)?).map_err(|e| e.to_string())?;
+    let deb = set
+        .out(&fetch)
+        .cloned()
+        .ok_or("fetch derivation has no output")?;
+    set.add(unpack_deb(name, pkg, &fetch, &deb))
+        .map_err(|e| e.to_string())
+}
+
+/// The build root of `def`, from the packages `lock` pins for it.
+pub fn lower_build_root(
+    set: &mut DrvSet,
+    def: &BuildRootDef,
+    lock: &LockFile,
+    lock_name: &str,
+) -> Result<StorePath, SpecError> {
+    let fix = |message: String| SpecError::File {
+        path: def.source.path.display().to_string(),
+        message,
+        help: Some(format!(
+            "run `buildit debian lock --build-root {} --lock {lock_name}`",
+            def.source.path.display()
+        )),
+    };
+    let locked = lock
+        .build_roots
+        .get(&def.name)
+        .ok_or_else(|| fix(format!("build root '{}' is not in {lock_name}", def.name)))?;
+    if locked.requested != def.packages {
+        let was: BTreeSet<_> = locked.requested.iter().collect();
+        let now: BTreeSet<_> = def.packages.iter().collect();
+        let added: Vec<_> = now.difference(&was).map(|s| s.as_str()).collect();
+        let removed: Vec<_> = was.difference(&now).map(|s| s.as_str()).collect();
+        return Err(fix(format!(
+            "build root '{}' changed since it was locked (added: [{}], removed: [{}])",
+            def.name,
+            added.join(", "),
+            removed.join(", ")
+        )));
+    }
+    let mut members = Vec::new();
+    let mut inputs = BTreeMap::new();
+    for name in &locked.packages {
+        let pkg = lock.debian.get(name).ok_or_else(|| {
+            fix(format!(
+                "package '{name}' of build root '{}' is missing from {lock_name}",
+                def.name
+            ))
+        })?;
+        let drv = lower_package(set, name, pkg).map_err(fix)?;
+        members.push(set.out(&drv).cloned().expect("unpack has out").to_string());
+        inputs.insert(drv, BTreeSet::from(["out".to_string()]));
+    }
+    let mut d = base_drv(&store_name(&format!("buildroot-{}", def.name)), BUILDROOT);
+    d.env.insert("members".into(), members.join(" "));
+    d.env.insert(
+        "fixups".into(),
+        serde_json::to_string(&def.fixups).expect("fixups serialise"),
+    );
+    d.input_drvs = inputs;
+    d.outputs.insert("out".into(), DerivationOutput::Deferred);
+    set.add(d).map_err(|e| fix(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lock::LockedBuildRoot;
+    use crate::yaml::SourceFile;
+
+    fn pkg(v: &str, sha: &str) -> DebianPackage {
+        DebianPackage {
+            version: v.into(),
+            architecture: "amd64".into(),
+            sha256: sha.repeat(32),
+            size: 10,
+            filename: format!("pool/main/x/x_{v}_amd64.deb"),
+        }
+    }
+
+    fn setup() -> (BuildRootDef, LockFile) {
+        let def = BuildRootDef::parse(SourceFile {
+            path: "br.yaml".into(),
+            text: "name: t\npackages: [a]\n".into(),
+        })
+        .unwrap();
+        let mut lock = LockFile::default();
+        lock.debian.insert("a".into(), pkg("1.0~rc1", "aa"));
+        lock.debian.insert("b".into(), pkg("2:3.0", "bb"));
+        lock.build_roots.insert(
+            "t".into(),
+            LockedBuildRoot {
+                requested: vec!["a".into()],
+                packages: vec!["a".into(), "b".into()],
+            },
+        );
+        (def, lock)
+    }
+
+    #[test]
+    fn lowering_is_deterministic_and_keyed_by_inputs() {
+        let (def, lock) = setup();
+        let mut s1 = DrvSet::default();
+        let r1 = lower_build_root(&mut s1, &def, &lock, "buildit.lock").unwrap();
+        let mut s2 = DrvSet::default();
+        let r2 = lower_build_root(&mut s2, &def, &lock, "buildit.lock").unwrap();
+        assert_eq!(r1, r2);
+        assert_eq!(s1.len(), 5, "2 fetches, 2 unpacks, 1 root");
+        let names: Vec<_> = s1.in_order().map(|(p, _)| p.name().to_string()).collect();
+        assert_eq!(names.last().unwrap(), "buildroot-t.drv");
+        assert!(
+            names.contains(&"x_1.0_rc1_amd64.deb.drv".to_string()),
+            "{names:?}"
+        );
+
+        // One byte of one package's hash changes the root.
+        let mut lock2 = lock.clone();
+        lock2.debian.get_mut("b").unwrap().sha256 = "bc".repeat(32);
+        let r3 = lower_build_root(&mut DrvSet::default(), &def, &lock2, "l").unwrap();
+        assert_ne!(r1, r3);
+    }
+
+    #[test]
+    fn stale_or_missing_lock_says_how_to_fix() {
+        let (def, mut lock) = setup();
+        lock.build_roots.get_mut("t").unwrap().requested = vec!["a".into(), "c".into()];
+        let e = lower_build_root(&mut DrvSet::default(), &def, &lock, "buildit.lock").unwrap_err();
+        assert!(e.to_string().contains("changed since it was locked"), "{e}");
+        assert!(e.to_string().contains("removed: [c]"), "{e}");
+        lock.build_roots.clear();
+        let e = lower_build_root(&mut DrvSet::default(), &def, &lock, "buildit.lock").unwrap_err();
+        assert!(e.to_string().contains("not in buildit.lock"), "{e}");
+        let SpecError::File { help, .. } = e else {
+            panic!()
+        };
+        assert!(help
+            .unwrap()
+            .contains("buildit debian lock --build-root br.yaml"));
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(
+            store_name("libssl3_3.0.15-1~deb12u1_amd64.deb"),
+            "libssl3_3.0.15-1_deb12u1_amd64.deb"
+        );
+        assert_eq!(store_name(".x:y"), "_x_y");
+    }
+}

@@ -1,0 +1,7 @@
+//! Debian binary packages as exact, pinned inputs: resolving names to a closure of
+//! exact versions (`resolve`), finding mirrors in the host's apt configuration
+//! (`sources`), and reading `.deb` files (`deb`).
+
+pub mod deb;
+pub mod resolve;
+pub mod sources;
