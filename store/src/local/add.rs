@@ -26,7 +26,7 @@ use super::fsutil::{normalise_below, remove_tree, seal_root, sync_dir, sync_file
 use super::{now, FileLock, LocalStore, StoreError};
 
 /// A tree under construction in `var/tmp/`, removed on drop unless moved away.
-pub(crate) struct TempTree {
+pub struct TempTree {
     path: PathBuf,
     lock_file: PathBuf,
     _lock: FileLock,
@@ -67,6 +67,13 @@ impl Drop for TempTree {
 }
 
 impl LocalStore {
+    /// A fresh temp location (not yet created) for building a tree that will be
+    /// registered with `add_built_tree`; removed when dropped.
+    pub fn temp_tree(&self) -> Result<TempTree, StoreError> {
+        self.begin_write()?;
+        TempTree::new(self)
+    }
+
     /// Add a file or tree by content, as `nix-store --add` (recursive sha256) and
     /// `nix-store --add-fixed [--recursive] ALGO` do. Returns the store path, which
     /// depends only on `name`, the method, the algorithm and the content.
@@ -300,16 +307,18 @@ fn copy_tree_hashing(
     let (reader, writer) = io::pipe().map_err(|e| StoreError::io(src, e))?;
     std::thread::scope(|s| {
         let dumper = s.spawn(move || -> Result<_, StoreError> {
-            let sha = HashingWriter::new(
-                io::BufWriter::with_capacity(1 << 16, writer),
-                HashAlgo::Sha256,
-            );
-            let mut out = HashingWriter::new(sha, algo);
-            nar::dump_path(src, &mut out)?;
-            out.flush().map_err(|e| StoreError::io(src, e))?;
-            let (ca, _, sha) = out.finish();
-            let (nar_hash, size, _) = sha.finish();
-            Ok((ca, nar_hash, size))
+            let mut pipe = writer;
+            // The NAR writer buffers itself; only a non-sha256 content address needs a
+            // second hasher on the stream.
+            if algo == HashAlgo::Sha256 {
+                let (nar_hash, size) = nar::dump_path_hashed(src, &mut pipe, HashAlgo::Sha256)?;
+                Ok((nar_hash.clone(), nar_hash, size))
+            } else {
+                let mut ca = HashingWriter::new(pipe, algo);
+                let (nar_hash, size) = nar::dump_path_hashed(src, &mut ca, HashAlgo::Sha256)?;
+                let (ca, _, _) = ca.finish();
+                Ok((ca, nar_hash, size))
+            }
         });
         let mut reader = io::BufReader::with_capacity(1 << 16, reader);
         let restored = nar::restore(&mut reader, dest);

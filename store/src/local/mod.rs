@@ -33,6 +33,7 @@ use crate::path_info::PathInfo;
 use crate::store_path::StorePathError;
 use crate::{Hash, StorePath, STORE_DIR};
 
+pub use add::TempTree;
 pub use fsutil::{normalise, remove_tree, STORE_MTIME};
 pub use gc::{GcReport, GcRoot};
 pub use lock::FileLock;
