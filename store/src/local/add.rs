@@ -11,7 +11,7 @@
 //! is not valid. `LocalStore::open` removes both.
 
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
