@@ -3,6 +3,8 @@
 //! The binary is a thin layer (`cli`) over operations (`ops`) that sit on the
 //! `buildit-store` and `buildit-lang` crates.
 
+pub mod build;
 pub mod cli;
 pub mod debian;
+pub mod fetch;
 pub mod ops;

@@ -2,6 +2,7 @@
 //! line and column (rendered by miette at the edge).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use miette::{Diagnostic, NamedSource, SourceSpan};
 use serde::de::DeserializeOwned;
@@ -39,8 +40,11 @@ impl SourceFile {
         self.text.len()
     }
 
-    pub fn named(&self) -> NamedSource<String> {
-        NamedSource::new(self.path.display().to_string(), self.text.clone())
+    pub fn named(&self) -> Arc<NamedSource<String>> {
+        Arc::new(NamedSource::new(
+            self.path.display().to_string(),
+            self.text.clone(),
+        ))
     }
 
     /// An error pointing at `line`:`column` of this file.
@@ -83,10 +87,10 @@ impl SourceFile {
 
     /// Deserialize the whole file, mapping YAML and shape errors to positions.
     pub fn parse<T: DeserializeOwned>(&self) -> Result<T, SpecError> {
-        marked_yaml::from_yaml(0, &self.text).map_err(|e| self.from_yaml_error(e))
+        marked_yaml::from_yaml(0, &self.text).map_err(|e| self.yaml_error(e))
     }
 
-    fn from_yaml_error(&self, e: marked_yaml::FromYamlError) -> SpecError {
+    fn yaml_error(&self, e: marked_yaml::FromYamlError) -> SpecError {
         use marked_yaml::{FromYamlError, LoadError};
         match e {
             FromYamlError::ParseYaml(load) => {
@@ -189,7 +193,7 @@ pub enum SpecError {
         /// `file:line:column`, for plain-text consumers.
         location: String,
         #[source_code]
-        src: NamedSource<String>,
+        src: Arc<NamedSource<String>>,
         #[label("here")]
         span: SourceSpan,
         #[help]

@@ -1,6 +1,7 @@
 //! Command-line interface: argument parsing (clap) and rendering. Each command
 //! group has its own module with `Args` and `exec`; the work itself is in `ops`.
 
+mod debian;
 mod output;
 mod store;
 
@@ -30,6 +31,8 @@ pub struct Cli {
 enum Command {
     /// Work with the store directly: add, dump, restore, inspect, verify, collect garbage.
     Store(store::Args),
+    /// Debian packages as exact, pinned inputs: resolve, show, lock, fetch.
+    Debian(debian::Args),
 }
 
 /// Options every command shares.
@@ -52,6 +55,7 @@ pub fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Store(args) => store::exec(&global, args),
+        Command::Debian(args) => debian::exec(&global, args),
     };
     output::finish(result)
 }

@@ -26,6 +26,18 @@ pub enum CliError {
     #[diagnostic(code(buildit::io))]
     Io(#[from] std::io::Error),
 
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Spec(#[from] buildit_lang::yaml::SpecError),
+
+    #[error(transparent)]
+    #[diagnostic(code(buildit::build))]
+    Build(#[from] crate::build::BuildError),
+
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    BuildRoot(#[from] crate::ops::debian::BuildRootError),
+
     /// The command ran and found problems it already reported (e.g. verify);
     /// exit with this status without printing anything more.
     #[error("")]

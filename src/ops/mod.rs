@@ -1,3 +1,4 @@
 //! Operations behind the commands, usable without the CLI.
 
+pub mod debian;
 pub mod store;

@@ -342,7 +342,9 @@ fn gc_waits_for_writers() {
     let t = tempfile::tempdir().unwrap();
     let root = t.path().join("root");
     let writer = LocalStore::open(&root).unwrap();
-    let p = writer.add_text("fresh", b"not rooted yet", &BTreeSet::new()).unwrap();
+    let p = writer
+        .add_text("fresh", b"not rooted yet", &BTreeSet::new())
+        .unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     let collector = std::thread::spawn({
         let root = root.clone();
@@ -354,7 +356,8 @@ fn gc_waits_for_writers() {
         }
     });
     assert!(
-        rx.recv_timeout(std::time::Duration::from_millis(500)).is_err(),
+        rx.recv_timeout(std::time::Duration::from_millis(500))
+            .is_err(),
         "gc must wait for the writer"
     );
     // While waiting, the writer roots its path; then it finishes.

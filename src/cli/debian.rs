@@ -1,0 +1,493 @@
+//! `buildit debian …`: Debian binary packages as exact, pinned inputs — resolve names
+//! to a closure of exact versions with the host's apt, show what apt knows, and lock
+//! the closure in `buildit.lock`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use buildit_lang::buildroot::BuildRootDef;
+use buildit_lang::lock::{DebianPackage, LockError, LockFile};
+use clap::Subcommand;
+use serde_json::json;
+
+use super::output::print_json;
+use super::{CliError, CliResult, Global};
+use crate::debian::resolve::{self, DebRequest, ResolveError};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Print the exact closure apt would install on an empty system.
+    ///
+    /// One `NAME VERSION ARCH SIZE` line per package, sorted by name; --json adds the
+    /// sha256 and the pool file name.
+    Resolve {
+        #[arg(long)]
+        json: bool,
+        /// `NAME`, `NAME=VERSION`, `NAME:ARCH`, optionally prefixed `debian:`.
+        #[arg(required = true, value_name = "PACKAGE")]
+        packages: Vec<String>,
+    },
+    /// Show every version apt knows of a package, with its file and hash.
+    Show {
+        #[arg(long)]
+        json: bool,
+        /// `NAME` or `NAME:ARCH`.
+        #[arg(value_name = "PACKAGE")]
+        package: String,
+    },
+    /// Resolve packages and record their closure in the lock file's `debian` section.
+    ///
+    /// Every package of the closure is locked at the version apt resolves now; other
+    /// locked packages are kept, unless --update is given: then only this closure and
+    /// the closures of the build roots in the lock stay.
+    Lock {
+        /// The lock file to update (created if missing).
+        #[arg(long, value_name = "FILE", default_value = "buildit.lock")]
+        lock: PathBuf,
+        /// Drop locked packages that neither this closure nor a locked build root needs.
+        #[arg(long)]
+        update: bool,
+        /// Also lock every package of this build-root definition (YAML), and record
+        /// the build root's closure in the lock. May be repeated.
+        #[arg(long, value_name = "FILE")]
+        build_root: Vec<PathBuf>,
+        /// `NAME`, `NAME=VERSION`, `NAME:ARCH`, optionally prefixed `debian:`.
+        #[arg(required_unless_present = "build_root", value_name = "PACKAGE")]
+        packages: Vec<String>,
+    },
+    /// Download the locked `.deb`s (all, or those named) into the store, checking
+    /// each against its sha256. Prints their store paths.
+    Fetch {
+        #[command(flatten)]
+        src: SourceArgs,
+        #[arg(long)]
+        json: bool,
+        #[arg(value_name = "PACKAGE")]
+        packages: Vec<String>,
+    },
+    /// Fetch and unpack locked packages into store paths holding their file trees.
+    Unpack {
+        #[command(flatten)]
+        src: SourceArgs,
+        #[arg(long)]
+        json: bool,
+        #[arg(required = true, value_name = "PACKAGE")]
+        packages: Vec<String>,
+    },
+    /// Build a build root (a definition such as build-roots/debian-12-c.yaml) from the
+    /// packages the lock pins for it. Prints its store path.
+    BuildRoot {
+        #[command(flatten)]
+        src: SourceArgs,
+        /// Make a symlink here to the result and register it as a GC root.
+        #[arg(long, short = 'o', value_name = "LINK")]
+        out_link: Option<PathBuf>,
+        definition: PathBuf,
+    },
+}
+
+/// Where locked `.deb`s come from.
+#[derive(clap::Args)]
+struct SourceArgs {
+    /// The lock file that pins the packages.
+    #[arg(long, value_name = "FILE", default_value = "buildit.lock")]
+    lock: PathBuf,
+    /// Look here (by file name) for `.deb`s before downloading. May be repeated.
+    #[arg(long, value_name = "DIR")]
+    deb_dir: Vec<PathBuf>,
+    /// Never download: only the store, --deb-dir and apt's cache.
+    #[arg(long)]
+    offline: bool,
+    /// How many packages to fetch or unpack at once.
+    #[arg(long, short = 'j', default_value_t = 2)]
+    jobs: usize,
+}
+
+impl SourceArgs {
+    fn options(&self) -> crate::ops::debian::FetchOptions {
+        crate::ops::debian::FetchOptions {
+            deb_dirs: self.deb_dir.clone(),
+            offline: self.offline,
+            jobs: self.jobs,
+        }
+    }
+
+    fn load_lock(&self) -> CliResult<LockFile> {
+        if !self.lock.exists() {
+            return Err(CliError::usage(
+                format!("{} does not exist", self.lock.display()),
+                Some("`buildit debian lock NAMES…` (or --build-root FILE) writes it"),
+            ));
+        }
+        Ok(LockFile::load(&self.lock)?)
+    }
+}
+
+/// One status line per step on stderr, as the seed's output does.
+fn progress(line: &str) {
+    eprintln!("{line}");
+}
+
+fn print_paths(paths: &[(String, buildit_store::StorePath)], json: bool) -> CliResult<()> {
+    if json {
+        let v: Vec<_> = paths
+            .iter()
+            .map(|(n, p)| json!({"name": n, "path": p.to_string()}))
+            .collect();
+        return print_json(&serde_json::Value::Array(v));
+    }
+    let mut out = io::stdout().lock();
+    for (_, p) in paths {
+        writeln!(out, "{p}")?;
+    }
+    Ok(())
+}
+
+pub fn exec(global: &Global, args: Args) -> CliResult<()> {
+    match args.command {
+        Cmd::Fetch {
+            src,
+            json,
+            packages,
+        } => {
+            let store = global.open_store()?;
+            let lock = src.load_lock()?;
+            let paths =
+                crate::ops::debian::fetch(&store, &lock, &packages, &src.options(), &progress)?;
+            print_paths(&paths, json)
+        }
+        Cmd::Unpack {
+            src,
+            json,
+            packages,
+        } => {
+            let store = global.open_store()?;
+            let lock = src.load_lock()?;
+            let paths =
+                crate::ops::debian::unpack(&store, &lock, &packages, &src.options(), &progress)?;
+            print_paths(&paths, json)
+        }
+        Cmd::BuildRoot {
+            src,
+            out_link,
+            definition,
+        } => {
+            let def = buildit_lang::buildroot::BuildRootDef::load(&definition)?;
+            let store = global.open_store()?;
+            let lock = src.load_lock()?;
+            let (path, report) = crate::ops::debian::build_root(
+                &store,
+                &def,
+                &lock,
+                &src.lock,
+                &src.options(),
+                &progress,
+            )?;
+            if let Some(link) = out_link {
+                store.add_indirect_root(&link, &path)?;
+            }
+            eprintln!(
+                "build root {}: {} built, {} already valid",
+                def.name,
+                report.built.len(),
+                report.already_valid
+            );
+            println!("{path}");
+            Ok(())
+        }
+        Cmd::Resolve { json, packages } => resolve_cmd(&packages, json),
+        Cmd::Show { json, package } => show_cmd(&package, json),
+        Cmd::Lock {
+            lock,
+            update,
+            build_root,
+            packages,
+        } => lock_cmd(&packages, &build_root, &lock, update),
+    }
+}
+
+impl From<ResolveError> for CliError {
+    fn from(e: ResolveError) -> Self {
+        let help = match &e {
+            ResolveError::UnknownVersion { name, .. } => Some(format!(
+                "`buildit debian show {name}` lists the versions with their details"
+            )),
+            _ => None,
+        };
+        CliError::Usage {
+            message: e.to_string(),
+            help,
+        }
+    }
+}
+
+impl From<LockError> for CliError {
+    fn from(e: LockError) -> Self {
+        let help = match &e {
+            LockError::Parse { .. } | LockError::Version { .. } => {
+                Some("fix the file, or remove it and lock again")
+            }
+            _ => None,
+        };
+        CliError::usage(e.to_string(), help)
+    }
+}
+
+fn parse_requests(packages: &[String]) -> CliResult<Vec<DebRequest>> {
+    Ok(packages
+        .iter()
+        .map(|p| p.parse::<DebRequest>())
+        .collect::<Result<Vec<_>, _>>()?)
+}
+
+fn to_json(v: impl serde::Serialize) -> CliResult<serde_json::Value> {
+    Ok(serde_json::to_value(v).map_err(io::Error::from)?)
+}
+
+fn resolve_cmd(packages: &[String], json: bool) -> CliResult<()> {
+    let requests = parse_requests(packages)?;
+    let closure = resolve::resolve(&requests)?;
+    if json {
+        let v: Vec<serde_json::Value> = closure
+            .iter()
+            .map(|(name, p)| {
+                json!({
+                    "name": name,
+                    "version": p.version,
+                    "architecture": p.architecture,
+                    "sha256": p.sha256,
+                    "size": p.size,
+                    "filename": p.filename,
+                })
+            })
+            .collect();
+        return print_json(&to_json(v)?);
+    }
+    let mut out = io::stdout().lock();
+    for (name, p) in &closure {
+        writeln!(out, "{name} {} {} {}", p.version, p.architecture, p.size)?;
+    }
+    Ok(())
+}
+
+/// The fields `show` prints, in this order.
+const SHOW_FIELDS: [&str; 5] = ["Depends", "Pre-Depends", "Filename", "SHA256", "Size"];
+
+fn show_cmd(package: &str, json: bool) -> CliResult<()> {
+    let stanzas = resolve::show(package)?;
+    if json {
+        let v: Vec<serde_json::Value> = stanzas
+            .iter()
+            .map(|s| {
+                json!({
+                    "package": s.package,
+                    "version": s.version,
+                    "architecture": s.architecture,
+                    "depends": s.field("Depends"),
+                    "pre_depends": s.field("Pre-Depends"),
+                    "filename": s.field("Filename"),
+                    "sha256": s.field("SHA256"),
+                    "size": s.size(),
+                    "description": s.summary(),
+                })
+            })
+            .collect();
+        return print_json(&to_json(v)?);
+    }
+    let mut out = io::stdout().lock();
+    for (i, s) in stanzas.iter().enumerate() {
+        if i > 0 {
+            writeln!(out)?;
+        }
+        writeln!(out, "Package: {}", s.package)?;
+        writeln!(out, "Version: {}", s.version)?;
+        writeln!(out, "Architecture: {}", s.architecture)?;
+        for f in SHOW_FIELDS {
+            if let Some(v) = s.field(f) {
+                writeln!(out, "{f}: {}", v.replace('\n', " "))?;
+            }
+        }
+        if let Some(d) = s.summary() {
+            writeln!(out, "Description: {d}")?;
+        }
+    }
+    Ok(())
+}
+
+/// One difference between the old and the new `debian` section.
+#[derive(Debug, PartialEq, Eq)]
+enum Change {
+    Added(String, String),
+    Changed {
+        name: String,
+        old: DebianPackage,
+        new: DebianPackage,
+    },
+    Removed(String, String),
+}
+
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Change::Added(n, v) => write!(f, "+ {n} {v}"),
+            Change::Removed(n, v) => write!(f, "- {n} {v}"),
+            Change::Changed { name, old, new } if old.version == new.version => write!(
+                f,
+                "~ {name} {} → {} ({}, {})",
+                old.version, new.version, new.architecture, new.filename
+            ),
+            Change::Changed { name, old, new } => {
+                write!(f, "~ {name} {} → {}", old.version, new.version)
+            }
+        }
+    }
+}
+
+/// The differences between two `debian` sections, by name, and how many of the
+/// `resolved` packages were already locked exactly as they are now.
+fn diff(
+    old: &BTreeMap<String, DebianPackage>,
+    new: &BTreeMap<String, DebianPackage>,
+    resolved: &BTreeSet<String>,
+) -> (Vec<Change>, usize) {
+    let mut changes = Vec::new();
+    let mut unchanged = 0;
+    let names: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+    for name in names {
+        match (old.get(name), new.get(name)) {
+            (None, Some(n)) => changes.push(Change::Added(name.clone(), n.version.clone())),
+            (Some(o), None) => changes.push(Change::Removed(name.clone(), o.version.clone())),
+            (Some(o), Some(n)) if o != n => changes.push(Change::Changed {
+                name: name.clone(),
+                old: o.clone(),
+                new: n.clone(),
+            }),
+            (Some(_), Some(_)) if resolved.contains(name) => unchanged += 1,
+            _ => {}
+        }
+    }
+    (changes, unchanged)
+}
+
+/// Keep only the packages that `resolved` or a locked build root needs.
+fn prune(lock: &mut LockFile, resolved: &BTreeSet<String>) {
+    let mut keep: BTreeSet<String> = resolved.clone();
+    for root in lock.build_roots.values() {
+        keep.extend(root.packages.iter().cloned());
+    }
+    lock.debian.retain(|name, _| keep.contains(name));
+}
+
+fn lock_cmd(
+    packages: &[String],
+    build_roots: &[PathBuf],
+    path: &Path,
+    update: bool,
+) -> CliResult<()> {
+    let requests = parse_requests(packages)?;
+    let defs = build_roots
+        .iter()
+        .map(|f| BuildRootDef::load(f))
+        .collect::<Result<Vec<_>, _>>()?;
+    // Read the lock before apt runs: a broken lock file fails fast.
+    let mut lock = LockFile::load(path)?;
+    let old = lock.debian.clone();
+    let mut resolved: BTreeSet<String> = BTreeSet::new();
+    for def in &defs {
+        resolved.extend(crate::ops::debian::lock_build_root(def, &mut lock)?);
+    }
+    if !requests.is_empty() {
+        for (name, pkg) in resolve::resolve(&requests)? {
+            resolved.insert(name.clone());
+            lock.debian.insert(name, pkg);
+        }
+    }
+    if update {
+        prune(&mut lock, &resolved);
+    }
+    let (changes, unchanged) = diff(&old, &lock.debian, &resolved);
+    let mut out = io::stdout().lock();
+    for c in &changes {
+        writeln!(out, "{c}")?;
+    }
+    if unchanged > 0 {
+        writeln!(out, "= {unchanged} unchanged")?;
+    }
+    out.flush()?;
+    let before = std::fs::read(path).ok();
+    if before.as_deref() == Some(lock.to_text().as_bytes()) {
+        eprintln!("{} is up to date", path.display());
+    } else {
+        lock.save(path)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pkg(version: &str) -> DebianPackage {
+        DebianPackage {
+            version: version.into(),
+            architecture: "amd64".into(),
+            sha256: "ab".repeat(32),
+            size: 1,
+            filename: format!("pool/main/x/x/x_{version}_amd64.deb"),
+        }
+    }
+
+    #[test]
+    fn diff_and_prune() {
+        let mut lock = LockFile::default();
+        lock.debian.insert("old".into(), pkg("1"));
+        lock.debian.insert("same".into(), pkg("2"));
+        lock.debian.insert("bumped".into(), pkg("3"));
+        lock.debian.insert("rooted".into(), pkg("6"));
+        lock.build_roots.insert(
+            "r".into(),
+            buildit_lang::lock::LockedBuildRoot {
+                requested: vec!["rooted".into()],
+                packages: vec!["rooted".into()],
+            },
+        );
+        let old = lock.debian.clone();
+        let resolved: BTreeSet<String> = ["bumped", "new", "same"].map(String::from).into();
+        lock.debian.insert("bumped".into(), pkg("4"));
+        lock.debian.insert("new".into(), pkg("5"));
+
+        let (changes, unchanged) = diff(&old, &lock.debian, &resolved);
+        let shown: Vec<String> = changes.iter().map(|c| c.to_string()).collect();
+        assert_eq!(shown, vec!["~ bumped 3 → 4", "+ new 5"]);
+        assert_eq!(unchanged, 1);
+
+        // --update: what neither the closure nor a build root needs goes.
+        prune(&mut lock, &resolved);
+        let (changes, _) = diff(&old, &lock.debian, &resolved);
+        let shown: Vec<String> = changes.iter().map(|c| c.to_string()).collect();
+        assert_eq!(shown, vec!["~ bumped 3 → 4", "+ new 5", "- old 1"]);
+        assert_eq!(
+            lock.debian.keys().collect::<Vec<_>>(),
+            vec!["bumped", "new", "rooted", "same"]
+        );
+
+        // Same version, other file: shown as a change with the new file.
+        let mut rebuilt = lock.debian.clone();
+        if let Some(p) = rebuilt.get_mut("same") {
+            p.sha256 = "cd".repeat(32);
+        }
+        let (changes, _) = diff(&lock.debian, &rebuilt, &resolved);
+        assert_eq!(
+            changes[0].to_string(),
+            "~ same 2 → 2 (amd64, pool/main/x/x/x_2_amd64.deb)"
+        );
+    }
+}

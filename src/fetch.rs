@@ -1,0 +1,228 @@
+//! Fixed-output fetches, run by buildit itself: from local directories (matched by
+//! file name, checked by hash), from `file://`, `http(s)://` and `mirror://NAME/`
+//! URLs. The content must hash to what the derivation declares; otherwise nothing
+//! is kept and the next candidate is tried.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use buildit_store::hash::HashingWriter;
+use buildit_store::{Derivation, DerivationOutput, FileIngestion, Hash, LocalStore, StorePath};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum FetchError {
+    #[error("{drv} is not a fixed-output derivation with urls")]
+    NotFetchable { drv: String },
+    #[error("unknown mirror '{name}' in {url}: configure it, or add it to the host's apt sources")]
+    UnknownMirror { name: String, url: String },
+    #[error("could not fetch {name}:\n{}", attempts.iter().map(|a| format!("  - {a}")).collect::<Vec<_>>().join("\n"))]
+    AllFailed { name: String, attempts: Vec<String> },
+    #[error(transparent)]
+    Store(#[from] buildit_store::StoreError),
+}
+
+/// Where fixed-output content may come from.
+#[derive(Debug, Clone, Default)]
+pub struct Fetcher {
+    /// `mirror://NAME/…` → archive roots to try, in order.
+    pub mirrors: BTreeMap<String, Vec<String>>,
+    /// Directories searched by file name before any download (`--deb-dir`,
+    /// `--source-dir`, apt's cache).
+    pub local_dirs: Vec<PathBuf>,
+    /// Never use the network.
+    pub offline: bool,
+}
+
+/// apt's download cache: `.deb`s the host already has.
+pub const APT_CACHE: &str = "/var/cache/apt/archives";
+
+impl Fetcher {
+    /// Mirrors from the host's apt sources, plus apt's cache as a local directory.
+    pub fn from_host() -> Fetcher {
+        let mut f = Fetcher::default();
+        if let Ok(archives) = crate::debian::sources::host_archives() {
+            let roots = crate::debian::sources::archive_roots(&archives);
+            if !roots.is_empty() {
+                f.mirrors.insert("debian".into(), roots);
+            }
+        }
+        f.local_dirs.push(PathBuf::from(APT_CACHE));
+        f
+    }
+
+    /// Realise the output of a fixed-output derivation; returns its store path.
+    pub fn fetch(&self, store: &LocalStore, drv: &Derivation) -> Result<StorePath, FetchError> {
+        let not = || FetchError::NotFetchable {
+            drv: drv.env.get("name").cloned().unwrap_or_default(),
+        };
+        let Some(DerivationOutput::Fixed {
+            path: Some(out),
+            method,
+            hash,
+        }) = drv.outputs.get("out")
+        else {
+            return Err(not());
+        };
+        if store.is_valid(out)? {
+            return Ok(out.clone());
+        }
+        let urls: Vec<&str> = drv
+            .env
+            .get("urls")
+            .or_else(|| drv.env.get("url"))
+            .map(|u| u.split_whitespace().collect())
+            .unwrap_or_default();
+        if urls.is_empty() {
+            return Err(not());
+        }
+        let mut attempts = Vec::new();
+        for candidate in self.candidates(&urls)? {
+            match self.try_candidate(store, &candidate, out, *method, hash) {
+                Ok(()) => return Ok(out.clone()),
+                Err(why) => attempts.push(format!("{}: {why}", candidate.describe())),
+            }
+        }
+        Err(FetchError::AllFailed {
+            name: out.name().to_string(),
+            attempts,
+        })
+    }
+
+    fn candidates(&self, urls: &[&str]) -> Result<Vec<Candidate>, FetchError> {
+        let mut local = Vec::new();
+        let mut remote = Vec::new();
+        for url in urls {
+            let file_name = url.rsplit('/').next().unwrap_or(url);
+            for dir in &self.local_dirs {
+                local.extend(find_in_dir(dir, file_name).into_iter().map(Candidate::File));
+            }
+            if let Some(rest) = url.strip_prefix("mirror://") {
+                let (name, path) = rest.split_once('/').unwrap_or((rest, ""));
+                let roots = self
+                    .mirrors
+                    .get(name)
+                    .ok_or_else(|| FetchError::UnknownMirror {
+                        name: name.to_string(),
+                        url: url.to_string(),
+                    })?;
+                remote.extend(
+                    roots
+                        .iter()
+                        .map(|r| Candidate::Url(format!("{}/{path}", r.trim_end_matches('/')))),
+                );
+            } else if let Some(p) = url.strip_prefix("file://") {
+                local.push(Candidate::File(PathBuf::from(p)));
+            } else {
+                remote.push(Candidate::Url(url.to_string()));
+            }
+        }
+        if self.offline {
+            remote.clear();
+        }
+        local.extend(remote);
+        Ok(local)
+    }
+
+    fn try_candidate(
+        &self,
+        store: &LocalStore,
+        candidate: &Candidate,
+        out: &StorePath,
+        method: FileIngestion,
+        expected: &Hash,
+    ) -> Result<(), String> {
+        let tmp = store.temp_tree().map_err(|e| e.to_string())?;
+        let file = tmp.path();
+        let (got, _, _) = match candidate {
+            Candidate::File(p) => {
+                let mut src = fs::File::open(p).map_err(|e| e.to_string())?;
+                copy_hashing(&mut src, file, expected)?
+            }
+            Candidate::Url(u) => {
+                let mut body = http_get(u)?;
+                copy_hashing(&mut body, file, expected)?
+            }
+        };
+        if method == FileIngestion::Flat && got != *expected {
+            return Err(format!(
+                "hash mismatch: expected {}, got {}",
+                expected.to_prefixed_hex(),
+                got.to_prefixed_hex()
+            ));
+        }
+        let added = store
+            .add_path(file, out.name(), method, expected.algo())
+            .map_err(|e| e.to_string())?;
+        if &added != out {
+            // Recursive content whose NAR hash differs: the add produced another path.
+            return Err(format!("content hashes to {added}, expected {out}"));
+        }
+        Ok(())
+    }
+}
+
+enum Candidate {
+    File(PathBuf),
+    Url(String),
+}
+
+impl Candidate {
+    fn describe(&self) -> String {
+        match self {
+            Candidate::File(p) => p.display().to_string(),
+            Candidate::Url(u) => u.clone(),
+        }
+    }
+}
+
+/// `dir/name`, and in apt's cache also `name` with the epoch apt puts in cached file
+/// names (`pkg_1%3a2.0-1_amd64.deb` for `pkg_2.0-1_amd64.deb`).
+fn find_in_dir(dir: &Path, name: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let direct = dir.join(name);
+    if direct.is_file() {
+        found.push(direct);
+    }
+    if let (Some((pkg, rest)), Ok(entries)) = (name.split_once('_'), fs::read_dir(dir)) {
+        for e in entries.flatten() {
+            let n = e.file_name();
+            let Some(n) = n.to_str() else { continue };
+            if let Some(after) = n.strip_prefix(pkg).and_then(|r| r.strip_prefix('_')) {
+                if let Some((epoch, v)) = after.split_once("%3a") {
+                    if epoch.chars().all(|c| c.is_ascii_digit()) && v == rest {
+                        found.push(e.path());
+                    }
+                }
+            }
+        }
+    }
+    found
+}
+
+fn http_get(url: &str) -> Result<impl Read, String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_connect(Some(Duration::from_secs(20)))
+        .timeout_per_read(Some(Duration::from_secs(60)))
+        .build()
+        .into();
+    let resp = agent.get(url).call().map_err(|e| e.to_string())?;
+    Ok(resp.into_body().into_with_config().limit(u64::MAX).reader())
+}
+
+/// Copy into `dest` while hashing with the expected hash's algorithm.
+fn copy_hashing(
+    src: &mut impl Read,
+    dest: &Path,
+    expected: &Hash,
+) -> Result<(Hash, u64, ()), String> {
+    let f = fs::File::create_new(dest).map_err(|e| format!("{}: {e}", dest.display()))?;
+    let mut w = HashingWriter::new(io::BufWriter::with_capacity(1 << 16, f), expected.algo());
+    io::copy(src, &mut w).map_err(|e| format!("download failed: {e}"))?;
+    w.flush().map_err(|e| e.to_string())?;
+    let (h, n, _) = w.finish();
+    Ok((h, n, ()))
+}

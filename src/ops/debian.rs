@@ -1,0 +1,192 @@
+//! Debian operations behind `buildit debian …`: lock a build root's closure, fetch
+//! locked `.deb`s, build a build root.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use buildit_lang::buildroot::BuildRootDef;
+use buildit_lang::debian::{lower_build_root, lower_package, DrvSet};
+use buildit_lang::lock::{LockFile, LockedBuildRoot};
+use buildit_store::{LocalStore, StorePath};
+
+use crate::build::{BuildError, Realiser, Report};
+use crate::debian::resolve::{resolve, DebRequest, ResolveError};
+use crate::fetch::Fetcher;
+
+/// Where `.deb`s may come from besides the mirrors.
+#[derive(Debug, Clone, Default)]
+pub struct FetchOptions {
+    pub deb_dirs: Vec<PathBuf>,
+    pub offline: bool,
+    pub jobs: usize,
+}
+
+impl FetchOptions {
+    pub fn fetcher(&self) -> Fetcher {
+        let mut f = Fetcher::from_host();
+        // The user's directories come before apt's cache.
+        let mut dirs = self.deb_dirs.clone();
+        dirs.append(&mut f.local_dirs);
+        f.local_dirs = dirs;
+        f.offline = self.offline;
+        f
+    }
+}
+
+/// Resolve a build root's packages and record the closure in the lock (replacing
+/// that build root's previous entry; other packages stay).
+pub fn lock_build_root(
+    def: &BuildRootDef,
+    lock: &mut LockFile,
+) -> Result<Vec<String>, ResolveError> {
+    let requests = def
+        .packages
+        .iter()
+        .map(|p| p.parse::<DebRequest>())
+        .collect::<Result<Vec<_>, _>>()?;
+    let resolved = resolve(&requests)?;
+    let mut names = Vec::new();
+    for (name, pkg) in resolved {
+        names.push(name.clone());
+        lock.debian.insert(name, pkg);
+    }
+    names.sort();
+    lock.build_roots.insert(
+        def.name.clone(),
+        LockedBuildRoot {
+            requested: def.packages.clone(),
+            packages: names.clone(),
+        },
+    );
+    Ok(names)
+}
+
+/// Write every derivation of `set` into the store, inputs first; returns their paths.
+pub fn write_derivations(store: &LocalStore, set: &DrvSet) -> Result<Vec<StorePath>, BuildError> {
+    let mut out = Vec::new();
+    for (path, drv) in set.in_order() {
+        let written = store.add_derivation(drv)?;
+        debug_assert_eq!(&written, path);
+        out.push(written);
+    }
+    Ok(out)
+}
+
+fn realise(
+    store: &LocalStore,
+    opts: &FetchOptions,
+    targets: &[StorePath],
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<Report, BuildError> {
+    let fetcher = opts.fetcher();
+    let r = Realiser {
+        store,
+        fetcher: &fetcher,
+        jobs: opts.jobs.max(1),
+        progress,
+    };
+    let report = r.realise(targets)?;
+    if !report.failed.is_empty() {
+        for (p, why) in &report.failed {
+            progress(&format!("FAILED {p}: {why}"));
+        }
+        return Err(BuildError::Several {
+            count: report.failed.len(),
+        });
+    }
+    Ok(report)
+}
+
+/// Fetch the locked `.deb`s named (all when `names` is empty) into the store.
+pub fn fetch(
+    store: &LocalStore,
+    lock: &LockFile,
+    names: &[String],
+    opts: &FetchOptions,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<Vec<(String, StorePath)>, BuildError> {
+    let wanted: BTreeSet<&String> = names.iter().collect();
+    let mut set = DrvSet::default();
+    let mut targets = Vec::new();
+    for (name, pkg) in &lock.debian {
+        if !wanted.is_empty() && !wanted.contains(name) {
+            continue;
+        }
+        let drv = buildit_lang::debian::fetch_deb(pkg)
+            .map_err(|m| BuildError::Invalid(format!("{name}: {m}")))?;
+        let p = set
+            .add(drv)
+            .map_err(|e| BuildError::Invalid(e.to_string()))?;
+        targets.push((name.clone(), p));
+    }
+    for n in &wanted {
+        if !lock.debian.contains_key(*n) {
+            return Err(BuildError::Invalid(format!(
+                "package '{n}' is not in the lock file; run `buildit debian lock {n}` first"
+            )));
+        }
+    }
+    write_derivations(store, &set)?;
+    let drvs: Vec<StorePath> = targets.iter().map(|(_, p)| p.clone()).collect();
+    realise(store, opts, &drvs, progress)?;
+    Ok(targets
+        .into_iter()
+        .map(|(n, p)| (n, set.out(&p).cloned().expect("fetch has out")))
+        .collect())
+}
+
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum BuildRootError {
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Spec(#[from] buildit_lang::yaml::SpecError),
+    #[error(transparent)]
+    Build(#[from] BuildError),
+}
+
+/// Lower, write and realise the build root of `def` from `lock`.
+pub fn build_root(
+    store: &LocalStore,
+    def: &BuildRootDef,
+    lock: &LockFile,
+    lock_name: &Path,
+    opts: &FetchOptions,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<(StorePath, Report), BuildRootError> {
+    let mut set = DrvSet::default();
+    let root = lower_build_root(&mut set, def, lock, &lock_name.display().to_string())?;
+    write_derivations(store, &set)?;
+    let report = realise(store, opts, std::slice::from_ref(&root), progress)?;
+    let out = set.out(&root).cloned().expect("build root has out");
+    Ok((out, report))
+}
+
+/// The unpacked trees of single packages (no build root), for inspection.
+pub fn unpack(
+    store: &LocalStore,
+    lock: &LockFile,
+    names: &[String],
+    opts: &FetchOptions,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<Vec<(String, StorePath)>, BuildError> {
+    let mut set = DrvSet::default();
+    let mut targets = Vec::new();
+    for n in names {
+        let pkg = lock.debian.get(n).ok_or_else(|| {
+            BuildError::Invalid(format!(
+                "package '{n}' is not in the lock file; run `buildit debian lock {n}` first"
+            ))
+        })?;
+        targets.push((
+            n.clone(),
+            lower_package(&mut set, n, pkg).map_err(BuildError::Invalid)?,
+        ));
+    }
+    write_derivations(store, &set)?;
+    let drvs: Vec<StorePath> = targets.iter().map(|(_, p)| p.clone()).collect();
+    realise(store, opts, &drvs, progress)?;
+    Ok(targets
+        .into_iter()
+        .map(|(n, p)| (n, set.out(&p).cloned().expect("unpack has out")))
+        .collect())
+}
