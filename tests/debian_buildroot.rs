@@ -20,8 +20,9 @@ fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Per user: the suite also runs as an unprivileged user, who cannot write root's.
 fn shared() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR")).join("debian-shared")
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("debian-shared-{}", nix::unistd::getuid()))
 }
 
 fn buildit(root: &Path, args: &[&str]) -> Command {
