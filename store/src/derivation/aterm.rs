@@ -227,13 +227,20 @@ fn invalid<T>(offset: usize, e: ValidationError) -> Result<T, AtermError> {
 }
 
 fn store_path(s: &Str) -> Result<StorePath, AtermError> {
-    StorePath::from_absolute(&s.value).map_err(|e| AtermError {
+    let bad = |reason: String| AtermError {
         offset: s.offset,
         kind: AtermErrorKind::BadStorePath {
             path: s.value.clone(),
-            reason: e.to_string(),
+            reason,
         },
-    })
+    };
+    let path = StorePath::from_absolute(&s.value).map_err(|e| bad(e.to_string()))?;
+    // `from_absolute` tolerates a trailing '/', which Nix never writes in a `.drv`:
+    // accepting it would give one derivation two byte forms.
+    if s.value.ends_with('/') {
+        return Err(bad("ends with '/'".to_string()));
+    }
+    Ok(path)
 }
 
 /// Nix writes every map and set sorted, with unique keys; insisting on that keeps one
@@ -749,6 +756,26 @@ mod tests {
         // An output path must be a store path too.
         let e = err_of(&MINIMAL.replacen("/store/6jk0", "/tmp/6jk0", 1));
         assert!(matches!(e.kind, AtermErrorKind::BadStorePath { .. }));
+    }
+
+    /// Caught by the `aterm` fuzz target's byte-for-byte check: a trailing '/' on a
+    /// store path was accepted and dropped on printing, so the input did not print
+    /// back byte for byte (and `"/store/x-a"`, `"/store/x-a/"` were one input twice).
+    #[test]
+    fn store_paths_with_trailing_slash_are_rejected() {
+        let out = "/store/6jk0gx7z7vqazaw4svlm0pg46d5f82w8-minimal";
+        let s = MINIMAL.replacen(&format!("\"{out}\""), &format!("\"{out}/\""), 1);
+        let e = err_of(&s);
+        assert!(matches!(e.kind, AtermErrorKind::BadStorePath { .. }), "{e}");
+        assert_eq!(e.offset, s.find(&format!("\"{out}/")).unwrap());
+
+        let src = "/store/w9vc7vp84yq1aga6q1qg585dl061vnd3-builder.sh";
+        let with_srcs = |srcs: &str| MINIMAL.replace("[],[],\"x86", &format!("[],[{srcs}],\"x86"));
+        assert!(parse(&with_srcs(&format!("\"{src}\""))).is_ok());
+        for srcs in [format!("\"{src}/\""), format!("\"{src}\",\"{src}/\"")] {
+            let e = err_of(&with_srcs(&srcs));
+            assert!(matches!(e.kind, AtermErrorKind::BadStorePath { .. }), "{e}");
+        }
     }
 
     #[test]
