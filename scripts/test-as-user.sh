@@ -10,6 +10,9 @@ home=$(getent passwd "$user" | cut -d: -f6)
 d=$PWD
 while [ "$d" != / ]; do chmod o+x "$d"; d=$(dirname "$d"); done
 chmod -R o+rX .
+# Tests keep shared caches (downloads, a test store) per user under cargo's
+# target tmp dir: let the user create theirs, as in /tmp.
+mkdir -p target/tmp && chmod 1777 target/tmp
 
 mapfile -t exes < <(cargo test --workspace --locked --no-run --message-format=json 2>/dev/null |
     grep '"profile":{[^}]*"test":true' | grep -o '"executable":"[^"]*"' | cut -d'"' -f4)
