@@ -591,3 +591,59 @@ fn bench_unpack_closure() {
         bytes as f64 / 1e6 / secs
     );
 }
+
+/// Every package of the C build root's locked closure (~110 `.deb`s, fetched by
+/// buildit itself into the per-user test store shared with `debian_buildroot`)
+/// unpacks to exactly what `dpkg-deb -x` gives after folding.
+#[test]
+fn whole_c_build_root_closure_matches_dpkg() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shared = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("debian-shared-{}", nix::unistd::getuid()));
+    fs::create_dir_all(&shared).unwrap();
+    let root = shared.join("root");
+    let lock = shared.join(format!("closure-{}.lock", std::process::id()));
+    let buildit = |args: &[&str]| -> Vec<u8> {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_buildit"));
+        c.current_dir(repo).arg("--root").arg(&root).args(args);
+        run(&mut c)
+    };
+    buildit(&[
+        "debian",
+        "lock",
+        "--build-root",
+        "samples/recipes/build-roots/debian-12-c.yaml",
+        "--lock",
+        lock.to_str().unwrap(),
+    ]);
+    let fetched: serde_json::Value = serde_json::from_slice(&buildit(&[
+        "debian",
+        "fetch",
+        "--lock",
+        lock.to_str().unwrap(),
+        "--json",
+    ]))
+    .unwrap();
+    let debs: Vec<PathBuf> = fetched
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let p = e["path"].as_str().unwrap();
+            root.join("store").join(p.strip_prefix("/store/").unwrap())
+        })
+        .collect();
+    assert!(debs.len() > 60, "{} packages", debs.len());
+    // Two at a time: this machine has two cores.
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(deb) = debs.get(i) else { break };
+                check_against_dpkg(deb);
+            });
+        }
+    });
+    let _ = fs::remove_file(&lock);
+}
