@@ -5,4 +5,5 @@
 pub mod buildroot;
 pub mod debian;
 pub mod lock;
+pub mod lower;
 pub mod yaml;

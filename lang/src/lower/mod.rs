@@ -1,0 +1,279 @@
+//! Lowering one package build to derivations, in the contract of ARCHITECTURE.md:
+//! every source and remote patch a fixed-output derivation; the build itself one
+//! derivation run by `/bin/bash` with buildit's phase runner, whose environment carries
+//! the sources, patches, options, phases, build root and runtime dependencies.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use buildit_store::{
+    Derivation, DerivationOutput, FileIngestion, Hash, HashAlgo, LocalStore, StorePath,
+};
+use thiserror::Error;
+
+use crate::debian::{store_name, DrvSet, FETCHURL};
+
+/// The phase runner every source build runs; a text store path named in `args`.
+pub const PHASE_RUNNER: &str = include_str!("phases.sh");
+pub const PHASE_RUNNER_NAME: &str = "buildit-phases.sh";
+
+/// Phases a recipe may set; each becomes the env var `<name>Phase`.
+pub const PHASES: [&str; 6] = ["unpack", "patch", "configure", "build", "check", "install"];
+
+/// The system of source builds (the only one for now).
+pub const SYSTEM: &str = "x86_64-linux";
+
+#[derive(Debug, Error)]
+pub enum LowerError {
+    #[error("{what}: {reason}")]
+    Invalid { what: String, reason: String },
+    #[error(transparent)]
+    Store(#[from] buildit_store::StoreError),
+    #[error(transparent)]
+    Derivation(#[from] buildit_store::derivation::DerivationError),
+}
+
+/// Something fetched by URL and pinned by hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    pub url: String,
+    /// Lowercase hex sha256 of the file.
+    pub sha256: String,
+}
+
+/// One patch, local (a file beside pkg.yaml) or remote (pinned in the lock).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Patch {
+    Local(PathBuf),
+    Remote(Fetched),
+}
+
+/// Everything that decides a package build, already checked and resolved.
+#[derive(Debug, Clone)]
+pub struct BuildSpec {
+    pub name: String,
+    pub version: String,
+    pub sources: Vec<Fetched>,
+    /// In the order they are applied.
+    pub patches: Vec<Patch>,
+    /// Enabled build options, sorted.
+    pub options: Vec<String>,
+    pub configure_flags: Vec<String>,
+    /// Phase name (`configure`, …) → shell snippet.
+    pub phases: BTreeMap<String, String>,
+    pub env: BTreeMap<String, String>,
+    /// `.drv`s whose `out` trees, merged in order, form `/`: the build root first, then
+    /// build dependencies.
+    pub build_root: Vec<StorePath>,
+    /// `.drv`s whose `out` becomes a reference of the output.
+    pub runtime: Vec<StorePath>,
+}
+
+/// A fixed-output derivation for a URL pinned by sha256.
+pub fn fetch_url(f: &Fetched) -> Result<Derivation, LowerError> {
+    let invalid = |reason: String| LowerError::Invalid {
+        what: f.url.clone(),
+        reason,
+    };
+    let hash = Hash::parse_bare(&f.sha256, HashAlgo::Sha256).map_err(|e| invalid(e.to_string()))?;
+    let file = f
+        .url
+        .rsplit('/')
+        .next()
+        .filter(|n| !n.is_empty())
+        .unwrap_or("source");
+    let name = store_name(file);
+    let mut d = Derivation {
+        system: crate::debian::BUILTIN_SYSTEM.into(),
+        builder: FETCHURL.into(),
+        ..Default::default()
+    };
+    for (k, v) in [
+        ("name", name.as_str()),
+        ("builder", FETCHURL),
+        ("system", crate::debian::BUILTIN_SYSTEM),
+        ("urls", f.url.as_str()),
+        ("outputHashAlgo", "sha256"),
+        ("outputHashMode", "flat"),
+    ] {
+        d.env.insert(k.into(), v.into());
+    }
+    d.env.insert("outputHash".into(), hash.to_hex());
+    d.outputs.insert(
+        "out".into(),
+        DerivationOutput::Fixed {
+            path: None,
+            method: FileIngestion::Flat,
+            hash,
+        },
+    );
+    Ok(d)
+}
+
+/// Make `drv`'s `out` an input of `d`; returns that output path.
+fn input(set: &DrvSet, d: &mut Derivation, drv: &StorePath) -> Result<StorePath, LowerError> {
+    d.input_drvs
+        .entry(drv.clone())
+        .or_default()
+        .insert("out".to_string());
+    out_of(set, drv)
+}
+
+fn out_of(set: &DrvSet, drv: &StorePath) -> Result<StorePath, LowerError> {
+    set.out(drv).cloned().ok_or_else(|| LowerError::Invalid {
+        what: drv.to_string(),
+        reason: "not lowered yet (inputs must be lowered first)".into(),
+    })
+}
+
+/// Lower `spec` (its build-root and runtime `.drv`s must already be in `set`). Local
+/// patches and the phase runner are added to `store` as source paths. Returns the
+/// build's `.drv` path.
+pub fn lower_build(
+    set: &mut DrvSet,
+    store: &LocalStore,
+    spec: &BuildSpec,
+) -> Result<StorePath, LowerError> {
+    let mut d = Derivation {
+        system: SYSTEM.into(),
+        builder: "/bin/bash".into(),
+        ..Default::default()
+    };
+    let runner = store.add_text(PHASE_RUNNER_NAME, PHASE_RUNNER.as_bytes(), &BTreeSet::new())?;
+    d.args.push(runner.to_string());
+    d.input_srcs.insert(runner);
+
+    let mut srcs = Vec::new();
+    let mut fetched = Vec::new();
+    for s in &spec.sources {
+        fetched.push(fetch_url(s)?);
+    }
+    let mut patch_drvs = Vec::new();
+    for p in &spec.patches {
+        if let Patch::Remote(f) = p {
+            patch_drvs.push(fetch_url(f)?);
+        }
+    }
+    // Fetches go into the set first, then become inputs.
+    let fetched: Vec<StorePath> = fetched
+        .into_iter()
+        .map(|f| set.add(f))
+        .collect::<Result<_, _>>()?;
+    let mut remote: Vec<StorePath> = patch_drvs
+        .into_iter()
+        .map(|f| set.add(f))
+        .collect::<Result<_, _>>()?;
+    remote.reverse();
+    for f in &fetched {
+        srcs.push(input(set, &mut d, f)?.to_string());
+    }
+    let mut patches = Vec::new();
+    for p in &spec.patches {
+        match p {
+            Patch::Local(path) => {
+                let file = path.file_name().and_then(|n| n.to_str()).unwrap_or("patch");
+                let sp = store.add_path(
+                    path,
+                    &store_name(file),
+                    FileIngestion::Recursive,
+                    HashAlgo::Sha256,
+                )?;
+                patches.push(sp.to_string());
+                d.input_srcs.insert(sp);
+            }
+            Patch::Remote(_) => {
+                let drv = remote.pop().expect("one drv per remote patch");
+                patches.push(input(set, &mut d, &drv)?.to_string());
+            }
+        }
+    }
+    let mut root = Vec::new();
+    for r in &spec.build_root {
+        root.push(input(set, &mut d, r)?.to_string());
+    }
+    let mut runtime = Vec::new();
+    for r in &spec.runtime {
+        runtime.push(input(set, &mut d, r)?.to_string());
+    }
+
+    let name = store_name(&format!("{}-{}", spec.name, spec.version));
+    let mut env: BTreeMap<String, String> = spec.env.clone();
+    for (k, v) in [
+        ("name", name),
+        ("pname", spec.name.clone()),
+        ("version", spec.version.clone()),
+        ("builder", "/bin/bash".to_string()),
+        ("system", SYSTEM.to_string()),
+        ("src", srcs.join(" ")),
+        ("patches", patches.join(" ")),
+        ("buildOptions", spec.options.join(" ")),
+        ("configureFlags", spec.configure_flags.join(" ")),
+        ("buildRoot", root.join(" ")),
+        ("runtimeDeps", runtime.join(" ")),
+    ] {
+        env.insert(k.to_string(), v);
+    }
+    for (phase, script) in &spec.phases {
+        if !PHASES.contains(&phase.as_str()) {
+            return Err(LowerError::Invalid {
+                what: format!("{}-{}", spec.name, spec.version),
+                reason: format!("unknown phase '{phase}' (phases: {})", PHASES.join(", ")),
+            });
+        }
+        env.insert(format!("{phase}Phase"), script.clone());
+    }
+    d.env = env;
+    d.outputs.insert("out".into(), DerivationOutput::Deferred);
+    Ok(set.add(d)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(patch: &std::path::Path) -> BuildSpec {
+        BuildSpec {
+            name: "hello".into(),
+            version: "2.10".into(),
+            sources: vec![Fetched {
+                url: "https://example.invalid/hello-2.10.tar.gz".into(),
+                sha256: "31e066137a962676e89f69d1b65382de95a7ef7d914b8cb956f41ea72e0f516b".into(),
+            }],
+            patches: vec![Patch::Local(patch.to_path_buf())],
+            options: vec![],
+            configure_flags: vec!["--disable-nls".into()],
+            phases: BTreeMap::from([("build".to_string(), "make".to_string())]),
+            env: BTreeMap::new(),
+            build_root: vec![],
+            runtime: vec![],
+        }
+    }
+
+    #[test]
+    fn lowering_is_stable_and_sensitive() {
+        let t = tempfile::tempdir().unwrap();
+        let patch = t.path().join("fix.patch");
+        std::fs::write(&patch, "--- a/x\n+++ b/x\n").unwrap();
+        let store = LocalStore::open(&t.path().join("a")).unwrap();
+        let other = LocalStore::open(&t.path().join("b")).unwrap();
+        let mut s1 = DrvSet::default();
+        let d1 = lower_build(&mut s1, &store, &spec(&patch)).unwrap();
+        let mut s2 = DrvSet::default();
+        let d2 = lower_build(&mut s2, &other, &spec(&patch)).unwrap();
+        assert_eq!(d1, d2, "same inputs, same .drv, whatever the store root");
+        let drv = s1.get(&d1).unwrap();
+        assert_eq!(drv.env["name"], "hello-2.10");
+        assert!(drv.env["patches"].ends_with("-fix.patch"));
+        assert_eq!(drv.env["buildPhase"], "make");
+        assert_eq!(drv.input_drvs.len(), 1, "the source fetch");
+
+        std::fs::write(&patch, "--- a/x\n+++ b/y\n").unwrap();
+        let d3 = lower_build(&mut DrvSet::default(), &store, &spec(&patch)).unwrap();
+        assert_ne!(d1, d3, "one patch byte changes the build");
+
+        let mut bad = spec(&patch);
+        bad.phases.insert("compile".into(), "x".into());
+        let e = lower_build(&mut DrvSet::default(), &store, &bad).unwrap_err();
+        assert!(e.to_string().contains("unknown phase 'compile'"), "{e}");
+    }
+}
