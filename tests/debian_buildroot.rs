@@ -136,6 +136,37 @@ fn the_c_build_root_is_complete() {
         &shared().join("root"),
         &["store", "verify", "--check-contents"],
     ));
+    // The root's derivation, shown as Nix shows derivations: its members are its
+    // inputs.
+    let info: serde_json::Value = serde_json::from_str(&ok(buildit(
+        &shared().join("root"),
+        &["store", "path-info", "--json", path],
+    )))
+    .unwrap();
+    let drv = format!(
+        "/store/{}",
+        info[0]["deriver"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("/store/")
+    );
+    let shown: serde_json::Value = serde_json::from_str(&ok(buildit(
+        &shared().join("root"),
+        &["show-derivation", "-r", &drv],
+    )))
+    .unwrap();
+    let root_drv = &shown[&drv];
+    assert_eq!(root_drv["builder"], "builtin:buildroot");
+    assert_eq!(root_drv["outputs"]["out"]["path"], path.as_str());
+    assert_eq!(
+        root_drv["inputDrvs"].as_object().unwrap().len(),
+        locked.packages.len()
+    );
+    // -r also shows every unpack and fetch below it.
+    assert_eq!(
+        shown.as_object().unwrap().len(),
+        1 + 2 * locked.packages.len()
+    );
 }
 
 /// A second store root, with no apt lists and no network, rebuilds the same root

@@ -3,6 +3,7 @@
 
 mod debian;
 mod output;
+mod show_derivation;
 mod store;
 
 use std::path::PathBuf;
@@ -33,6 +34,8 @@ enum Command {
     Store(store::Args),
     /// Debian packages as exact, pinned inputs: resolve, show, lock, fetch.
     Debian(debian::Args),
+    /// Print derivations (.drv) as JSON, in the shape of `nix show-derivation`.
+    ShowDerivation(show_derivation::Args),
 }
 
 /// Options every command shares.
@@ -56,6 +59,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Store(args) => store::exec(&global, args),
         Command::Debian(args) => debian::exec(&global, args),
+        Command::ShowDerivation(args) => show_derivation::exec(&global, args),
     };
     output::finish(result)
 }

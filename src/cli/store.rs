@@ -199,7 +199,7 @@ pub fn exec(global: &Global, args: Args) -> CliResult<()> {
                     .symlink_metadata()
                     .map_err(|e| buildit_store::StoreError::Io {
                         path: loc.physical.clone(),
-                        source: e,
+                        error: e,
                     })?;
             if !md.is_file() {
                 return Err(CliError::usage(

@@ -100,7 +100,7 @@ fn entry(name: String, p: &Path) -> Result<LsEntry, StoreError> {
 fn io_err(p: &Path, e: std::io::Error) -> StoreError {
     StoreError::Io {
         path: p.to_path_buf(),
-        source: e,
+        error: e,
     }
 }
 

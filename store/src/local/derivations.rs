@@ -41,6 +41,11 @@ impl LocalStore {
 
     /// Read and parse a valid `.drv` from the store.
     pub fn read_derivation(&self, path: &StorePath) -> Result<Derivation, StoreError> {
+        if !path.is_derivation() {
+            return Err(StoreError::Invalid(format!(
+                "{path} is not a derivation (a .drv store path)"
+            )));
+        }
         if !self.is_valid(path)? {
             return Err(StoreError::NotValid(path.clone()));
         }

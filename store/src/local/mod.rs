@@ -43,8 +43,10 @@ use db::Db;
 
 #[derive(Debug, Error)]
 pub enum StoreError {
-    #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: io::Error },
+    // `error` is not a `#[source]`: the message already says it, and renderers that
+    // print the source chain would say it twice.
+    #[error("{}: {error}", path.display())]
+    Io { path: PathBuf, error: io::Error },
     #[error("store database: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("store is corrupt: {0}")]
@@ -86,7 +88,7 @@ impl StoreError {
     pub(crate) fn io(path: &Path, source: io::Error) -> Self {
         StoreError::Io {
             path: path.to_path_buf(),
-            source,
+            error: source,
         }
     }
 }
