@@ -226,3 +226,25 @@ fn copy_hashing(
     let (h, n, _) = w.finish();
     Ok((h, n, ()))
 }
+
+/// Download a URL whose hash is not known yet (a remote patch, when locking), keep it
+/// in the store as a flat sha256 fixed-output path, and return its sha256 in hex.
+pub fn fetch_unpinned(store: &LocalStore, url: &str) -> Result<String, String> {
+    let tmp = store.temp_tree().map_err(|e| e.to_string())?;
+    let f = fs::File::create_new(tmp.path()).map_err(|e| e.to_string())?;
+    let mut w = HashingWriter::new(io::BufWriter::new(f), buildit_store::HashAlgo::Sha256);
+    let mut body = http_get(url)?;
+    io::copy(&mut body, &mut w).map_err(|e| format!("download failed: {e}"))?;
+    w.flush().map_err(|e| e.to_string())?;
+    let (hash, _, _) = w.finish();
+    let name = buildit_lang::debian::store_name(url.rsplit('/').next().unwrap_or("download"));
+    store
+        .add_path(
+            tmp.path(),
+            &name,
+            FileIngestion::Flat,
+            buildit_store::HashAlgo::Sha256,
+        )
+        .map_err(|e| e.to_string())?;
+    Ok(hash.to_hex())
+}

@@ -24,6 +24,31 @@ pub struct LockFile {
     /// (all in `debian`) that resolving them gave.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub build_roots: BTreeMap<String, LockedBuildRoot>,
+    /// Packages of a spec, by key (`pkgs/nginx` for an embedded package, the recipe
+    /// id for the others).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub packages: BTreeMap<String, LockedPackage>,
+}
+
+/// What a spec's package needs pinned beyond its own files.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LockedPackage {
+    /// The recipe chosen (`CATEGORY/NAME-VERSION`).
+    pub recipe: String,
+    /// Debian build dependencies asked for (to notice a stale lock) …
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub build_requested: Vec<String>,
+    /// … and their closure beyond the build root, sorted; each is in `debian`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub build_closure: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runtime_requested: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runtime_closure: Vec<String>,
+    /// Remote patch URL → sha256 (hex), fetched once by `buildit lock`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub patches: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,6 +108,7 @@ impl Default for LockFile {
             version: LOCK_VERSION,
             debian: BTreeMap::new(),
             build_roots: BTreeMap::new(),
+            packages: BTreeMap::new(),
         }
     }
 }

@@ -2,6 +2,8 @@
 //! group has its own module with `Args` and `exec`; the work itself is in `ops`.
 
 mod debian;
+mod eval;
+mod lock;
 mod output;
 mod show_derivation;
 mod store;
@@ -34,6 +36,10 @@ enum Command {
     Store(store::Args),
     /// Debian packages as exact, pinned inputs: resolve, show, lock, fetch.
     Debian(debian::Args),
+    /// Check a spec directory and lower it to derivations in the store (nothing built).
+    Eval(eval::Args),
+    /// Pin a spec's build roots, Debian packages and remote patches in DIR/buildit.lock.
+    Lock(lock::Args),
     /// Print derivations (.drv) as JSON, in the shape of `nix show-derivation`.
     ShowDerivation(show_derivation::Args),
 }
@@ -59,6 +65,8 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Store(args) => store::exec(&global, args),
         Command::Debian(args) => debian::exec(&global, args),
+        Command::Eval(args) => eval::exec(&global, args),
+        Command::Lock(args) => lock::exec(&global, args),
         Command::ShowDerivation(args) => show_derivation::exec(&global, args),
     };
     output::finish(result)

@@ -38,6 +38,10 @@ pub enum CliError {
     #[diagnostic(transparent)]
     BuildRoot(#[from] crate::ops::debian::BuildRootError),
 
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    SpecOp(#[from] crate::ops::spec::SpecOpError),
+
     /// The command ran and found problems it already reported (e.g. verify);
     /// exit with this status without printing anything more.
     #[error("")]

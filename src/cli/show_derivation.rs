@@ -34,9 +34,8 @@ pub fn exec(global: &Global, args: Args) -> CliResult<()> {
                     path: file.clone(),
                     error: e,
                 })?;
-                let drv = Derivation::from_aterm(&bytes).map_err(|e| {
-                    CliError::usage(format!("{arg}: not a derivation: {e}"), None)
-                })?;
+                let drv = Derivation::from_aterm(&bytes)
+                    .map_err(|e| CliError::usage(format!("{arg}: not a derivation: {e}"), None))?;
                 let path = drv
                     .drv_path()
                     .map_err(|e| CliError::usage(format!("{arg}: {e}"), None))?;

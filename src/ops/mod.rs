@@ -1,4 +1,5 @@
 //! Operations behind the commands, usable without the CLI.
 
 pub mod debian;
+pub mod spec;
 pub mod store;

@@ -11,6 +11,8 @@ use buildit_store::{
 };
 use thiserror::Error;
 
+pub mod spec;
+
 use crate::debian::{store_name, DrvSet, FETCHURL};
 
 /// The phase runner every source build runs; a text store path named in `args`.

@@ -1,0 +1,289 @@
+//! Lowering a checked spec (`crate::spec::Spec`) to derivations, with what the lock
+//! file pins: build roots, Debian closures, remote patch hashes. Nothing is fetched
+//! here: a missing or stale lock entry is an error that says which command fixes it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use buildit_store::{LocalStore, StorePath};
+
+use super::{lower_build, BuildSpec, Fetched, Patch};
+use crate::debian::{lower_build_root, lower_package, DrvSet};
+use crate::lock::{LockFile, LockedPackage};
+use crate::spec::{Dependency, Located, Package, PackageOrigin, PatchSource, RecipeId, Spec};
+use crate::yaml::SpecError;
+
+/// One lowered package of the container (or a recipe it depends on).
+#[derive(Debug, Clone)]
+pub struct PlannedPackage {
+    pub key: String,
+    pub id: RecipeId,
+    pub version: String,
+    pub options: Vec<String>,
+    pub drv: StorePath,
+    pub out: StorePath,
+    /// A package step of container.yaml (false: reached as a dependency).
+    pub direct: bool,
+}
+
+/// A spec lowered: every derivation (inputs first) and what each package became.
+pub struct Plan {
+    pub set: DrvSet,
+    pub packages: Vec<PlannedPackage>,
+    /// Build root name → its `.drv`.
+    pub build_roots: BTreeMap<String, StorePath>,
+}
+
+/// How the lock names a package: its directory (relative to the spec) when embedded,
+/// else its recipe id.
+pub fn package_key(spec: &Spec, p: &Package) -> String {
+    match &p.origin {
+        PackageOrigin::Embedded { dir, .. } => dir
+            .strip_prefix(&spec.dir)
+            .unwrap_or(dir)
+            .display()
+            .to_string(),
+        _ => p.id.to_string(),
+    }
+}
+
+/// The Debian package names among `deps`, sorted and unique.
+pub fn debian_names(deps: &[Located<Dependency>]) -> Vec<String> {
+    let names: BTreeSet<String> = deps
+        .iter()
+        .filter_map(|d| match &d.value {
+            Dependency::Debian(n) => Some(n.clone()),
+            Dependency::Recipe(_) => None,
+        })
+        .collect();
+    names.into_iter().collect()
+}
+
+/// Remote patch URLs of a package, in order.
+pub fn remote_patches(p: &Package) -> Vec<&Located<String>> {
+    p.patches
+        .iter()
+        .filter(|x| matches!(x.source, PatchSource::Url(_)))
+        .map(|x| &x.written)
+        .collect()
+}
+
+struct Lowering<'a> {
+    spec: &'a Spec,
+    lock: &'a LockFile,
+    lock_name: &'a str,
+    store: &'a LocalStore,
+    set: DrvSet,
+    roots: BTreeMap<String, StorePath>,
+    recipes: BTreeMap<RecipeId, StorePath>,
+    in_progress: BTreeSet<RecipeId>,
+    planned: Vec<PlannedPackage>,
+}
+
+impl Lowering<'_> {
+    fn fix(&self) -> String {
+        format!(
+            "run `buildit lock {}` to update {}",
+            self.spec.dir.display(),
+            self.lock_name
+        )
+    }
+
+    fn locked(&self, key: &str, p: &Package) -> Result<&LockedPackage, SpecError> {
+        let entry = self.lock.packages.get(key).ok_or_else(|| {
+            p.loc.error(
+                format!("package '{key}' is not in {}", self.lock_name),
+                Some(self.fix()),
+            )
+        })?;
+        let stale = |what: &str| {
+            p.loc.error(
+                format!("the lock entry of package '{key}' is stale: {what} changed"),
+                Some(self.fix()),
+            )
+        };
+        if entry.recipe != p.id.to_string() {
+            return Err(stale(&format!("the recipe ({} → {})", entry.recipe, p.id)));
+        }
+        if entry.build_requested != debian_names(&p.build_depends) {
+            return Err(stale("its Debian build dependencies"));
+        }
+        if entry.runtime_requested != debian_names(&p.runtime_depends) {
+            return Err(stale("its Debian runtime dependencies"));
+        }
+        for url in remote_patches(p) {
+            if !entry.patches.contains_key(url.value.as_str()) {
+                return Err(url.error(
+                    format!(
+                        "remote patch {} has no hash in {}",
+                        url.value, self.lock_name
+                    ),
+                    Some(self.fix()),
+                ));
+            }
+        }
+        Ok(entry)
+    }
+
+    fn debian(&mut self, name: &str, p: &Package) -> Result<StorePath, SpecError> {
+        let pkg = self.lock.debian.get(name).ok_or_else(|| {
+            p.loc.error(
+                format!("Debian package '{name}' is not in {}", self.lock_name),
+                Some(self.fix()),
+            )
+        })?;
+        lower_package(&mut self.set, name, pkg).map_err(|e| p.loc.error(e, None))
+    }
+
+    fn recipe_dep(
+        &mut self,
+        id: &RecipeId,
+        from: &Located<Dependency>,
+    ) -> Result<StorePath, SpecError> {
+        if let Some(d) = self.recipes.get(id) {
+            return Ok(d.clone());
+        }
+        if !self.in_progress.insert(id.clone()) {
+            return Err(from.error(format!("dependency cycle through {id}"), None));
+        }
+        let spec = self.spec;
+        let p = spec
+            .dependencies
+            .get(id)
+            .ok_or_else(|| from.error(format!("recipe {id} was not loaded"), None))?;
+        let drv = self.package(p, false)?;
+        self.in_progress.remove(id);
+        self.recipes.insert(id.clone(), drv.clone());
+        Ok(drv)
+    }
+
+    fn package(&mut self, p: &Package, direct: bool) -> Result<StorePath, SpecError> {
+        let key = package_key(self.spec, p);
+        let entry = self.locked(&key, p)?.clone();
+        // The build root first, then build dependencies, in a stable order.
+        let root_name = p.build_root.value.clone();
+        let root_drv = match self.roots.get(&root_name) {
+            Some(d) => d.clone(),
+            None => {
+                let def = &self
+                    .spec
+                    .build_roots
+                    .get(&root_name)
+                    .ok_or_else(|| {
+                        p.build_root
+                            .error(format!("build root '{root_name}' was not loaded"), None)
+                    })?
+                    .def;
+                let d = lower_build_root(&mut self.set, def, self.lock, self.lock_name)?;
+                self.roots.insert(root_name, d.clone());
+                d
+            }
+        };
+        let mut build_root = vec![root_drv];
+        for name in &entry.build_closure {
+            build_root.push(self.debian(name, p)?);
+        }
+        for dep in &p.build_depends {
+            if let Dependency::Recipe(id) = &dep.value {
+                build_root.push(self.recipe_dep(id, dep)?);
+            }
+        }
+        let mut runtime = Vec::new();
+        for name in &entry.runtime_closure {
+            runtime.push(self.debian(name, p)?);
+        }
+        for dep in &p.runtime_depends {
+            if let Dependency::Recipe(id) = &dep.value {
+                runtime.push(self.recipe_dep(id, dep)?);
+            }
+        }
+        let patches = p
+            .patches
+            .iter()
+            .map(|x| match &x.source {
+                PatchSource::Local(path) => Patch::Local(path.clone()),
+                PatchSource::Url(url) => Patch::Remote(Fetched {
+                    url: url.clone(),
+                    sha256: entry.patches[url.as_str()].clone(),
+                }),
+            })
+            .collect();
+        let phases = &p.recipe.phases;
+        let phases: BTreeMap<String, String> = [
+            ("unpack", &phases.unpack),
+            ("patch", &phases.patch),
+            ("configure", &phases.configure),
+            ("build", &phases.build),
+            ("check", &phases.check),
+            ("install", &phases.install),
+        ]
+        .into_iter()
+        .filter_map(|(n, s)| Some((n.to_string(), s.as_ref()?.value.clone())))
+        .collect();
+        let options: Vec<String> = p.options.iter().cloned().collect();
+        let build = BuildSpec {
+            name: p.id.name.clone(),
+            version: p.version.value.clone(),
+            sources: p
+                .sources
+                .iter()
+                .map(|s| Fetched {
+                    url: s.url.value.clone(),
+                    sha256: s.sha256.value.clone(),
+                })
+                .collect(),
+            patches,
+            options: options.clone(),
+            configure_flags: p.configure_flags.iter().map(|f| f.value.clone()).collect(),
+            phases,
+            env: p
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.value.clone()))
+                .collect(),
+            build_root,
+            runtime,
+        };
+        let drv = lower_build(&mut self.set, self.store, &build)
+            .map_err(|e| p.loc.error(e.to_string(), None))?;
+        let out = self.set.out(&drv).cloned().expect("build has out");
+        self.planned.push(PlannedPackage {
+            key,
+            id: p.id.clone(),
+            version: p.version.value.clone(),
+            options,
+            drv: drv.clone(),
+            out,
+            direct,
+        });
+        Ok(drv)
+    }
+}
+
+/// Lower every package of `spec` (and the recipes they depend on). Local patches and
+/// the phase runner are added to `store`; derivations are returned, not written.
+pub fn lower_spec(
+    spec: &Spec,
+    lock: &LockFile,
+    lock_name: &str,
+    store: &LocalStore,
+) -> Result<Plan, SpecError> {
+    let mut l = Lowering {
+        spec,
+        lock,
+        lock_name,
+        store,
+        set: DrvSet::default(),
+        roots: BTreeMap::new(),
+        recipes: BTreeMap::new(),
+        in_progress: BTreeSet::new(),
+        planned: Vec::new(),
+    };
+    for p in spec.packages() {
+        l.package(p, true)?;
+    }
+    Ok(Plan {
+        set: l.set,
+        packages: l.planned,
+        build_roots: l.roots,
+    })
+}

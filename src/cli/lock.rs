@@ -1,0 +1,37 @@
+//! `buildit lock DIR [--update]`: pin what the spec does not pin by hash itself
+//! (build roots' and packages' Debian closures, remote patches) in DIR/buildit.lock.
+
+use std::path::PathBuf;
+
+use super::{CliResult, Global};
+use crate::ops::spec;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Re-resolve and re-fetch everything, not only what is missing or stale.
+    #[arg(long)]
+    update: bool,
+    /// The spec directory (holding container.yaml).
+    dir: PathBuf,
+}
+
+pub fn exec(global: &Global, args: Args) -> CliResult<()> {
+    let loaded = spec::load(&args.dir)?;
+    let path = loaded.dir.join(spec::LOCK_FILE);
+    let mut lock = buildit_lang::lock::LockFile::load(&path)?;
+    let before = lock.to_text();
+    let store = global.open_store()?;
+    let changes = spec::lock(&loaded, &mut lock, args.update, &store, &|l| {
+        eprintln!("{l}")
+    })?;
+    for c in &changes {
+        eprintln!("~ {c}");
+    }
+    if lock.to_text() != before {
+        lock.save(&path)?;
+        eprintln!("wrote {}", path.display());
+    } else {
+        eprintln!("{} is up to date", path.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,163 @@
+//! `buildit lock DIR` and `buildit eval DIR`: a spec directory checked, pinned and
+//! lowered to derivations in the store.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use buildit_lang::lock::{LockFile, LockedPackage};
+use buildit_lang::lower::spec::{debian_names, lower_spec, package_key, remote_patches, Plan};
+use buildit_lang::spec::{load_spec, Package, Spec};
+use buildit_lang::yaml::SpecError;
+use buildit_store::LocalStore;
+
+use crate::debian::resolve::{resolve, DebRequest, ResolveError};
+use crate::ops::debian::{lock_build_root, write_derivations};
+
+pub const LOCK_FILE: &str = "buildit.lock";
+
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum SpecOpError {
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    #[error(transparent)]
+    Lock(#[from] buildit_lang::lock::LockError),
+    #[error(transparent)]
+    Build(#[from] crate::build::BuildError),
+    #[error("remote patch {url}: {reason}")]
+    Patch { url: String, reason: String },
+    #[error("{path} does not exist")]
+    #[diagnostic(help("`buildit lock {dir}` writes it: it pins the recipes, remote patches and Debian packages of the spec"))]
+    NoLock { path: String, dir: String },
+}
+
+/// The recipe repository shipped with buildit: `$BUILDIT_SAMPLE_RECIPES`, else the
+/// one in the source tree buildit was built from.
+pub fn sample_recipes() -> PathBuf {
+    std::env::var_os("BUILDIT_SAMPLE_RECIPES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/recipes"))
+}
+
+pub fn load(dir: &Path) -> Result<Spec, SpecError> {
+    load_spec(dir, &sample_recipes())
+}
+
+fn all_packages(spec: &Spec) -> Vec<&Package> {
+    spec.packages().chain(spec.dependencies.values()).collect()
+}
+
+fn requests(names: impl IntoIterator<Item = String>) -> Result<Vec<DebRequest>, ResolveError> {
+    names.into_iter().map(|n| n.parse()).collect()
+}
+
+/// Pin what the spec does not pin itself. Entries that are current are kept unless
+/// `update`; returns one line per change.
+pub fn lock(
+    spec: &Spec,
+    lock: &mut LockFile,
+    update: bool,
+    store: &LocalStore,
+    progress: &dyn Fn(&str),
+) -> Result<Vec<String>, SpecOpError> {
+    let mut changes = Vec::new();
+    for root in spec.build_roots.values() {
+        let current = lock
+            .build_roots
+            .get(&root.def.name)
+            .is_some_and(|l| l.requested == root.def.packages);
+        if update || !current {
+            progress(&format!("resolving build root {}", root.def.name));
+            let names = lock_build_root(&root.def, lock)?;
+            changes.push(format!(
+                "build root {}: {} packages",
+                root.def.name,
+                names.len()
+            ));
+        }
+    }
+    for p in all_packages(spec) {
+        let key = package_key(spec, p);
+        let build_req = debian_names(&p.build_depends);
+        let runtime_req = debian_names(&p.runtime_depends);
+        let old = lock.packages.get(&key).cloned().unwrap_or_default();
+        let current = old.recipe == p.id.to_string()
+            && old.build_requested == build_req
+            && old.runtime_requested == runtime_req;
+        let mut entry = old.clone();
+        if update || !current {
+            progress(&format!("resolving Debian packages of {key}"));
+            entry = LockedPackage {
+                recipe: p.id.to_string(),
+                build_requested: build_req.clone(),
+                runtime_requested: runtime_req.clone(),
+                ..Default::default()
+            };
+            if !build_req.is_empty() {
+                // Resolved together with the build root, so versions agree with it;
+                // the root's own packages are not repeated.
+                let root = &lock.build_roots[&p.build_root.value];
+                let in_root: BTreeSet<&String> = root.packages.iter().collect();
+                let mut want = root.requested.clone();
+                want.extend(build_req.iter().cloned());
+                let resolved = resolve(&requests(want)?)?;
+                for (name, pkg) in resolved {
+                    if !in_root.contains(&name) {
+                        entry.build_closure.push(name.clone());
+                        lock.debian.insert(name, pkg);
+                    }
+                }
+            }
+            if !runtime_req.is_empty() {
+                for (name, pkg) in resolve(&requests(runtime_req.clone())?)? {
+                    entry.runtime_closure.push(name.clone());
+                    lock.debian.insert(name, pkg);
+                }
+            }
+            entry.build_closure.sort();
+            entry.runtime_closure.sort();
+        }
+        entry
+            .patches
+            .retain(|url, _| remote_patches(p).iter().any(|u| u.value == *url));
+        for url in remote_patches(p) {
+            if update || !entry.patches.contains_key(url.value.as_str()) {
+                progress(&format!("fetching {}", url.value));
+                let sha = crate::fetch::fetch_unpinned(store, &url.value).map_err(|reason| {
+                    SpecOpError::Patch {
+                        url: url.value.clone(),
+                        reason,
+                    }
+                })?;
+                entry.patches.insert(url.value.clone(), sha);
+            }
+        }
+        if entry != old {
+            changes.push(format!("package {key}: {}", entry.recipe));
+            lock.packages.insert(key, entry);
+        }
+    }
+    Ok(changes)
+}
+
+/// The lock beside the spec; a missing one is an error that says how to make it.
+pub fn load_lock(spec: &Spec) -> Result<(LockFile, PathBuf), SpecOpError> {
+    let path = spec.dir.join(LOCK_FILE);
+    if !path.exists() {
+        return Err(SpecOpError::NoLock {
+            path: path.display().to_string(),
+            dir: spec.dir.display().to_string(),
+        });
+    }
+    Ok((LockFile::load(&path)?, path))
+}
+
+/// Lower the spec and write every derivation into the store.
+pub fn eval(spec: &Spec, store: &LocalStore) -> Result<Plan, SpecOpError> {
+    let (lock, _) = load_lock(spec)?;
+    let plan = lower_spec(spec, &lock, LOCK_FILE, store)?;
+    write_derivations(store, &plan.set)?;
+    Ok(plan)
+}
