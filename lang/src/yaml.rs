@@ -90,47 +90,33 @@ impl SourceFile {
         marked_yaml::from_yaml(0, &self.text).map_err(|e| self.yaml_error(e))
     }
 
+    /// An error covering `len` bytes from byte `offset` of this file (for mistakes
+    /// inside a value, e.g. an undefined name in a template string).
+    pub fn error_span(
+        &self,
+        offset: usize,
+        len: usize,
+        message: impl Into<String>,
+        help: Option<String>,
+    ) -> SpecError {
+        let offset = offset.min(self.text.len());
+        let len = len.max(1).min(self.text.len().saturating_sub(offset));
+        let before = &self.text[..offset];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        SpecError::At {
+            message: message.into(),
+            location: format!("{}:{line}:{column}", self.path.display()),
+            src: self.named(),
+            span: (offset, len).into(),
+            help,
+        }
+    }
+
     fn yaml_error(&self, e: marked_yaml::FromYamlError) -> SpecError {
-        use marked_yaml::{FromYamlError, LoadError};
+        use marked_yaml::FromYamlError;
         match e {
-            FromYamlError::ParseYaml(load) => {
-                let (marker, message, help) = match &load {
-                    LoadError::ScanError(m, scan) => (
-                        Some(*m),
-                        format!("this is not valid YAML: {}", scan_message(scan)),
-                        Some("check the indentation: a value that continues on the next line must be indented under its key, and a new key must line up with its siblings".to_string()),
-                    ),
-                    LoadError::TopLevelMustBeMapping(m) => (
-                        Some(*m),
-                        "the top level must be a mapping (key: value lines)".into(),
-                        None,
-                    ),
-                    LoadError::TopLevelMustBeSequence(m) => (
-                        Some(*m),
-                        "the top level must be a list (lines starting with '- ')".into(),
-                        None,
-                    ),
-                    LoadError::UnexpectedAnchor(m) => {
-                        (Some(*m), "YAML anchors are not supported here".into(), None)
-                    }
-                    LoadError::MappingKeyMustBeScalar(m) => {
-                        (Some(*m), "a key must be a plain string".into(), None)
-                    }
-                    LoadError::UnexpectedTag(m) => {
-                        (Some(*m), "YAML tags (!tag) are not supported here".into(), None)
-                    }
-                    LoadError::DuplicateKey(inner) => (
-                        inner.key.span().start().copied(),
-                        format!("the key '{}' appears twice", inner.key.as_str()),
-                        inner
-                            .prev_key
-                            .span()
-                            .start()
-                            .map(|p| format!("it was first given on line {}", p.line())),
-                    ),
-                };
-                self.error_at_marker(marker.as_ref(), message, help)
-            }
+            FromYamlError::ParseYaml(load) => self.load_error(load),
             FromYamlError::FromNode(node_err) => {
                 let marker = node_err.start_mark();
                 let (message, help) = match &*node_err {
@@ -143,6 +129,47 @@ impl SourceFile {
                 self.error_at_marker(marker.as_ref(), message, help)
             }
         }
+    }
+
+    /// A YAML syntax error (from `marked_yaml::parse_yaml*`) as a positioned error.
+    pub fn load_error(&self, load: marked_yaml::LoadError) -> SpecError {
+        use marked_yaml::LoadError;
+        let (marker, message, help) = match &load {
+            LoadError::ScanError(m, scan) => (
+                Some(*m),
+                format!("this is not valid YAML: {}", scan_message(scan)),
+                Some("check the indentation: a value that continues on the next line must be indented under its key, and a new key must line up with its siblings".to_string()),
+            ),
+            LoadError::TopLevelMustBeMapping(m) => (
+                Some(*m),
+                "the top level must be a mapping (key: value lines)".into(),
+                None,
+            ),
+            LoadError::TopLevelMustBeSequence(m) => (
+                Some(*m),
+                "the top level must be a list (lines starting with '- ')".into(),
+                None,
+            ),
+            LoadError::UnexpectedAnchor(m) => {
+                (Some(*m), "YAML anchors are not supported here".into(), None)
+            }
+            LoadError::MappingKeyMustBeScalar(m) => {
+                (Some(*m), "a key must be a plain string".into(), None)
+            }
+            LoadError::UnexpectedTag(m) => {
+                (Some(*m), "YAML tags (!tag) are not supported here".into(), None)
+            }
+            LoadError::DuplicateKey(inner) => (
+                inner.key.span().start().copied(),
+                format!("the key '{}' appears twice", inner.key.as_str()),
+                inner
+                    .prev_key
+                    .span()
+                    .start()
+                    .map(|p| format!("it was first given on line {}", p.line())),
+            ),
+        };
+        self.error_at_marker(marker.as_ref(), message, help)
     }
 }
 
@@ -158,15 +185,20 @@ fn scan_message(scan: &impl std::fmt::Display) -> String {
 
 /// "did you mean `x`?" for the closest of `expected`, else the list of them.
 pub fn did_you_mean(word: &str, expected: &[&str]) -> String {
-    let best = expected
+    match closest(word, expected) {
+        Some(e) => format!("did you mean '{e}'?"),
+        None => format!("expected one of: {}", expected.join(", ")),
+    }
+}
+
+/// The closest of `expected` to `word`, if it is close enough to be a typo.
+pub fn closest<'a>(word: &str, expected: &[&'a str]) -> Option<&'a str> {
+    expected
         .iter()
         .map(|e| (edit_distance(word, e), *e))
         .min()
-        .filter(|(d, e)| *d <= (e.len().max(word.len()) / 3).max(2));
-    match best {
-        Some((_, e)) => format!("did you mean '{e}'?"),
-        None => format!("expected one of: {}", expected.join(", ")),
-    }
+        .filter(|(d, e)| *d <= (e.len().max(word.len()) / 3).max(2))
+        .map(|(_, e)| e)
 }
 
 fn edit_distance(a: &str, b: &str) -> usize {

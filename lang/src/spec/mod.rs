@@ -1,0 +1,1015 @@
+//! The user's spec: `container.yaml` (steps), the `pkg.yaml` of each embedded package,
+//! the recipes they are based on (found in the recipe repository), and
+//! `.buildit-config.yaml`. [`load_spec`] reads and checks all of them and returns a
+//! [`Spec`] in which every string is rendered, every package's recipe, options,
+//! patches and dependencies are resolved, and every value that a later stage may still
+//! have to complain about keeps where it was written ([`Loc`]).
+//!
+//! Nothing here builds, fetches or writes anything.
+
+pub mod config;
+pub mod container;
+pub mod package;
+pub mod recipe;
+pub mod repository;
+pub mod template;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode};
+use marked_yaml::{LoaderOptions, Node, Span};
+
+use crate::buildroot::BuildRootDef;
+use crate::yaml::{did_you_mean, SourceFile, SpecError};
+
+pub use config::Config;
+pub use container::{ImageStep, SyncStep, Var};
+pub use package::{Patch, PatchSource, PkgFile, UseFlags};
+pub use recipe::{DepSpec, Recipe, RecipeId, SourceSpec};
+pub use repository::Repository;
+
+/// Where a value was written: file, 1-based line and column. Cheap to clone (the file
+/// is shared), so it can travel with every value a later stage may report on.
+#[derive(Clone)]
+pub struct Loc {
+    pub file: Arc<SourceFile>,
+    pub line: usize,
+    pub column: usize,
+}
+
+impl Loc {
+    /// An error pointing here.
+    pub fn error(&self, message: impl Into<String>, help: Option<String>) -> SpecError {
+        self.file.error_at(self.line, self.column, message, help)
+    }
+
+    /// Byte offset in the file.
+    pub fn offset(&self) -> usize {
+        self.file.offset(self.line, self.column)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.file.path
+    }
+
+    pub(crate) fn of(file: &Arc<SourceFile>, span: &Span) -> Loc {
+        // The loader gives every node a start marker; (1, 1) only guards against a
+        // node built by hand.
+        let (line, column) = span
+            .start()
+            .map(|m| (m.line(), m.column()))
+            .unwrap_or((1, 1));
+        Loc {
+            file: file.clone(),
+            line,
+            column,
+        }
+    }
+}
+
+impl fmt::Display for Loc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file.path.display(), self.line, self.column)
+    }
+}
+
+// The file's whole text is not worth printing in every debug dump.
+impl fmt::Debug for Loc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl PartialEq for Loc {
+    fn eq(&self, other: &Self) -> bool {
+        self.line == other.line
+            && self.column == other.column
+            && self.file.path == other.file.path
+    }
+}
+impl Eq for Loc {}
+
+/// A value and where it was written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Located<T> {
+    pub value: T,
+    pub loc: Loc,
+}
+
+impl<T> Located<T> {
+    pub fn new(value: T, loc: Loc) -> Self {
+        Located { value, loc }
+    }
+
+    /// An error pointing at this value.
+    pub fn error(&self, message: impl Into<String>, help: Option<String>) -> SpecError {
+        self.loc.error(message, help)
+    }
+
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Located<U> {
+        Located {
+            value: f(self.value),
+            loc: self.loc,
+        }
+    }
+}
+
+impl<T> Deref for Located<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+impl<T: fmt::Display> fmt::Display for Located<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.value.fmt(f)
+    }
+}
+
+/// A dependency after resolution.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Dependency {
+    /// `debian:NAME`: a Debian binary package, pinned in `buildit.lock`.
+    Debian(String),
+    /// A recipe at an exact version; its build is `Spec::dependencies[id]`.
+    Recipe(RecipeId),
+}
+
+impl fmt::Display for Dependency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Dependency::Debian(n) => write!(f, "debian:{n}"),
+            Dependency::Recipe(id) => id.fmt(f),
+        }
+    }
+}
+
+/// One package to build: a recipe with the options, patches and overrides that apply.
+#[derive(Clone, Debug)]
+pub struct Package {
+    /// The `package:` step, or the dependency that first asked for this recipe.
+    pub loc: Loc,
+    pub origin: PackageOrigin,
+    /// The recipe's identity (category, name and the recipe's version).
+    pub id: RecipeId,
+    pub recipe: Arc<Recipe>,
+    pub recipe_path: PathBuf,
+    /// Enabled build options: the recipe's defaults, then `use: with/without`.
+    pub options: BTreeSet<String>,
+    /// The version built: the recipe's, or pkg.yaml's `version:` override.
+    pub version: Located<String>,
+    /// What is fetched: the recipe's sources, or pkg.yaml's `source:` override.
+    pub sources: Vec<SourceSpec>,
+    /// pkg.yaml's patches, in the order written (applied in that order).
+    pub patches: Vec<Patch>,
+    /// The recipe's, then each enabled option's (recipe order), then pkg.yaml's.
+    pub configure_flags: Vec<Located<String>>,
+    /// Recipe + enabled options + pkg.yaml (which replaces an entry for the same
+    /// recipe name), each once, in that order.
+    pub build_depends: Vec<Located<Dependency>>,
+    pub runtime_depends: Vec<Located<Dependency>>,
+    /// Enabled options' env, then pkg.yaml's (which wins).
+    pub env: BTreeMap<String, Located<String>>,
+    /// Name of the build root (`Spec::build_roots[name]`), from the recipe.
+    pub build_root: Located<String>,
+}
+
+#[derive(Clone, Debug)]
+pub enum PackageOrigin {
+    /// `package: {type: embedded, path: ...}`: a directory with a pkg.yaml.
+    Embedded { dir: PathBuf, pkg: Box<PkgFile> },
+    /// `package: {recipe: CATEGORY/NAME[-VERSION]}`.
+    Recipe { reference: Located<String> },
+    /// Reached through another package's build- or runtime-depends (default options).
+    Dependency,
+}
+
+/// A build root named by a recipe.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BuildRoot {
+    pub path: PathBuf,
+    pub def: BuildRootDef,
+}
+
+/// One step of container.yaml, in file order, with its strings rendered.
+#[derive(Clone, Debug)]
+pub enum Step {
+    Vars(Vec<Var>),
+    Package(Box<Package>),
+    Sync(SyncStep),
+    Image(ImageStep),
+}
+
+/// A checked spec directory.
+#[derive(Clone, Debug)]
+pub struct Spec {
+    /// The spec directory, absolute.
+    pub dir: PathBuf,
+    /// container.yaml.
+    pub file: Arc<SourceFile>,
+    /// Every var after the last `vars` step (rendered values).
+    pub vars: BTreeMap<String, String>,
+    pub steps: Vec<Step>,
+    /// Recipes reached through dependencies (transitively), with default options.
+    pub dependencies: BTreeMap<RecipeId, Package>,
+    /// Build roots named by any package above, by name.
+    pub build_roots: BTreeMap<String, BuildRoot>,
+    /// The configuration in effect, if one was found (it knows its path).
+    pub config: Option<Config>,
+    /// Where recipes and build roots were looked up.
+    pub repository: Repository,
+}
+
+impl Spec {
+    /// The container's own packages (the `package:` steps), in order.
+    pub fn packages(&self) -> impl Iterator<Item = &Package> {
+        self.steps.iter().filter_map(|s| match s {
+            Step::Package(p) => Some(&**p),
+            _ => None,
+        })
+    }
+
+    pub fn syncs(&self) -> impl Iterator<Item = &SyncStep> {
+        self.steps.iter().filter_map(|s| match s {
+            Step::Sync(s) => Some(s),
+            _ => None,
+        })
+    }
+
+    pub fn images(&self) -> impl Iterator<Item = &ImageStep> {
+        self.steps.iter().filter_map(|s| match s {
+            Step::Image(i) => Some(i),
+            _ => None,
+        })
+    }
+}
+
+/// Which configuration file [`load_spec_with`] uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfigChoice {
+    /// Look for it as [`config::find_config`] documents.
+    Discover,
+    /// This file (it must exist).
+    File(PathBuf),
+    /// None at all.
+    Nothing,
+}
+
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// The recipe repository shipped with buildit, searched last.
+    pub sample_recipes: PathBuf,
+    pub config: ConfigChoice,
+}
+
+/// Read and check the spec in `dir` (its `container.yaml` and everything that names),
+/// with the configuration found by [`config::find_config`].
+pub fn load_spec(dir: &Path, sample_recipes: &Path) -> Result<Spec, SpecError> {
+    load_spec_with(
+        dir,
+        &LoadOptions {
+            sample_recipes: sample_recipes.to_path_buf(),
+            config: ConfigChoice::Discover,
+        },
+    )
+}
+
+pub fn load_spec_with(dir: &Path, options: &LoadOptions) -> Result<Spec, SpecError> {
+    let container_path = dir.join("container.yaml");
+    if !container_path.is_file() {
+        return Err(SpecError::File {
+            path: dir.display().to_string(),
+            message: "there is no container.yaml in this directory".into(),
+            help: Some(
+                "a spec directory holds container.yaml (a list of vars, package, sync and image steps) and the files it names".into(),
+            ),
+        });
+    }
+    let config = match &options.config {
+        ConfigChoice::Discover => match config::find_config(dir) {
+            Some(p) => Some(Config::load(&p)?),
+            None => None,
+        },
+        ConfigChoice::File(p) => Some(Config::load(p)?),
+        ConfigChoice::Nothing => None,
+    };
+    let repository = Repository::for_spec(dir, config.as_ref(), &options.sample_recipes);
+    let file = Arc::new(SourceFile::read(&container_path)?);
+    let parsed = container::parse(file.clone(), dir)?;
+
+    let mut resolver = Resolver {
+        repo: &repository,
+        recipes: BTreeMap::new(),
+        dependencies: BTreeMap::new(),
+        build_roots: BTreeMap::new(),
+    };
+    let mut steps = Vec::new();
+    // Resolved identity of each package step → where it was, to report duplicates.
+    let mut seen: BTreeMap<String, Loc> = BTreeMap::new();
+    for step in parsed.steps {
+        steps.push(match step {
+            container::ContainerStep::Vars(v) => Step::Vars(v),
+            container::ContainerStep::Sync(s) => Step::Sync(s),
+            container::ContainerStep::Image(i) => Step::Image(i),
+            container::ContainerStep::Package(p) => {
+                let (key, pkg) = resolver.package_step(&p)?;
+                if let Some(first) = seen.get(&key) {
+                    return Err(p.loc.error(
+                        format!("this package is listed twice: {key}"),
+                        Some(format!(
+                            "it is already built by the package step on line {}; a container holds each package once (merge the two, or give one of them its own pkg.yaml)",
+                            first.line
+                        )),
+                    ));
+                }
+                seen.insert(key, p.loc.clone());
+                Step::Package(Box::new(pkg))
+            }
+        });
+    }
+    for step in &steps {
+        if let Step::Package(p) = step {
+            resolver.dependencies_of(p, &mut Vec::new())?;
+            resolver.build_root(p)?;
+        }
+    }
+    let deps: Vec<Package> = resolver.dependencies.values().cloned().collect();
+    for p in &deps {
+        resolver.build_root(p)?;
+    }
+    let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    Ok(Spec {
+        dir,
+        file,
+        vars: parsed.vars,
+        steps,
+        dependencies: resolver.dependencies,
+        build_roots: resolver.build_roots,
+        config,
+        repository,
+    })
+}
+
+/// Resolves package steps and their dependency closure against the repository,
+/// parsing each recipe file once.
+struct Resolver<'r> {
+    repo: &'r Repository,
+    recipes: BTreeMap<PathBuf, Arc<Recipe>>,
+    dependencies: BTreeMap<RecipeId, Package>,
+    build_roots: BTreeMap<String, BuildRoot>,
+}
+
+impl Resolver<'_> {
+    fn recipe(&mut self, path: &Path) -> Result<Arc<Recipe>, SpecError> {
+        if let Some(r) = self.recipes.get(path) {
+            return Ok(r.clone());
+        }
+        let r = Arc::new(Recipe::load(path)?);
+        self.recipes.insert(path.to_path_buf(), r.clone());
+        Ok(r)
+    }
+
+    /// The package of one `package:` step, and the key that identifies it for the
+    /// duplicate check.
+    fn package_step(
+        &mut self,
+        step: &container::PackageStep,
+    ) -> Result<(String, Package), SpecError> {
+        match &step.source {
+            container::PackageSource::Embedded { path, dir } => {
+                let pkg_path = dir.join("pkg.yaml");
+                if !dir.is_dir() {
+                    return Err(path.error(
+                        format!("there is no package directory '{}'", path.value),
+                        Some("an embedded package is a directory (relative to container.yaml) that holds a pkg.yaml".into()),
+                    ));
+                }
+                if !pkg_path.is_file() {
+                    return Err(path.error(
+                        format!("'{}' has no pkg.yaml", path.value),
+                        Some("an embedded package directory needs a pkg.yaml with at least `base: CATEGORY/NAME-VERSION`".into()),
+                    ));
+                }
+                let pkg_file = Arc::new(SourceFile::read(&pkg_path)?);
+                let pkg = PkgFile::parse(pkg_file, dir)?;
+                let found = self.repo.find_at(&pkg.base)?;
+                let recipe = self.recipe(&found.path)?;
+                let options = package::resolve_options(&recipe, &pkg.use_flags)?;
+                let mut p = self.build_package(
+                    step.loc.clone(),
+                    recipe,
+                    found.path,
+                    options,
+                    Some(&pkg),
+                )?;
+                let key = std::fs::canonicalize(dir)
+                    .unwrap_or_else(|_| dir.clone())
+                    .display()
+                    .to_string();
+                p.origin = PackageOrigin::Embedded {
+                    dir: dir.clone(),
+                    pkg: Box::new(pkg),
+                };
+                Ok((key, p))
+            }
+            container::PackageSource::Recipe {
+                reference,
+                use_flags,
+            } => {
+                let found = self.repo.find_at(reference)?;
+                let recipe = self.recipe(&found.path)?;
+                let options = package::resolve_options(&recipe, use_flags)?;
+                let mut p =
+                    self.build_package(step.loc.clone(), recipe, found.path, options, None)?;
+                p.origin = PackageOrigin::Recipe {
+                    reference: reference.clone(),
+                };
+                Ok((found.id.to_string(), p))
+            }
+        }
+    }
+
+    /// Merge a recipe, its enabled options and a pkg.yaml into one package.
+    fn build_package(
+        &mut self,
+        loc: Loc,
+        recipe: Arc<Recipe>,
+        recipe_path: PathBuf,
+        options: BTreeSet<String>,
+        pkg: Option<&PkgFile>,
+    ) -> Result<Package, SpecError> {
+        let enabled: Vec<&recipe::OptionDef> = recipe
+            .options
+            .iter()
+            .filter(|o| options.contains(o.name.as_str()))
+            .collect();
+        let mut configure_flags = recipe.configure_flags.clone();
+        let mut build: Vec<&Located<DepSpec>> = recipe.build_depends.iter().collect();
+        let mut runtime: Vec<&Located<DepSpec>> = recipe.runtime_depends.iter().collect();
+        let mut env = BTreeMap::new();
+        for o in &enabled {
+            configure_flags.extend(o.configure_flags.iter().cloned());
+            build.extend(o.build_depends.iter());
+            runtime.extend(o.runtime_depends.iter());
+            for (k, v) in &o.env {
+                env.insert(k.value.clone(), v.clone());
+            }
+        }
+        let mut version = recipe.version.clone();
+        let mut sources = recipe.sources.clone();
+        let mut patches = Vec::new();
+        let (mut pkg_build, mut pkg_runtime) = (Vec::new(), Vec::new());
+        if let Some(pkg) = pkg {
+            configure_flags.extend(pkg.configure_flags.iter().cloned());
+            pkg_build = pkg.build_depends.iter().collect();
+            pkg_runtime = pkg.runtime_depends.iter().collect();
+            for (k, v) in &pkg.env {
+                env.insert(k.value.clone(), v.clone());
+            }
+            if let (Some(v), Some(s)) = (&pkg.version, &pkg.source) {
+                version = v.clone();
+                sources = vec![s.clone()];
+            }
+            patches = pkg.patches.clone();
+        }
+        let build_depends = self.merge_deps(&build, &pkg_build)?;
+        let runtime_depends = self.merge_deps(&runtime, &pkg_runtime)?;
+        Ok(Package {
+            loc,
+            origin: PackageOrigin::Dependency,
+            id: recipe.id.clone(),
+            build_root: recipe.build_root.clone(),
+            recipe,
+            recipe_path,
+            options,
+            version,
+            sources,
+            patches,
+            configure_flags,
+            build_depends,
+            runtime_depends,
+            env,
+        })
+    }
+
+    /// Resolve dependency specs: the recipe's (and its options') first, each once, then
+    /// the pkg.yaml's, which replace an entry for the same recipe name.
+    fn merge_deps(
+        &mut self,
+        base: &[&Located<DepSpec>],
+        overrides: &[&Located<DepSpec>],
+    ) -> Result<Vec<Located<Dependency>>, SpecError> {
+        let mut out: Vec<Located<Dependency>> = Vec::new();
+        // category/name → index in `out`, to spot two versions of one recipe.
+        let mut by_name: BTreeMap<String, usize> = BTreeMap::new();
+        for (is_override, d) in base
+            .iter()
+            .map(|d| (false, d))
+            .chain(overrides.iter().map(|d| (true, d)))
+        {
+            let dep = match &d.value {
+                DepSpec::Debian(n) => Dependency::Debian(n.clone()),
+                DepSpec::Recipe(r) => {
+                    let found = self.repo.find_at(&Located::new(r.clone(), d.loc.clone()))?;
+                    Dependency::Recipe(found.id)
+                }
+            };
+            if out.iter().any(|o| o.value == dep) {
+                continue;
+            }
+            if let Dependency::Recipe(id) = &dep {
+                let name = format!("{}/{}", id.category, id.name);
+                if let Some(&i) = by_name.get(&name) {
+                    if is_override {
+                        out[i] = Located::new(dep, d.loc.clone());
+                        continue;
+                    }
+                    return Err(d.error(
+                        format!("two versions of {name} are required: {} and {id}", out[i].value),
+                        Some(format!(
+                            "the other one is required at {}; a package depends on one version of a recipe (write CATEGORY/NAME without a version for the newest)",
+                            out[i].loc
+                        )),
+                    ));
+                }
+                by_name.insert(name, out.len());
+            }
+            out.push(Located::new(dep, d.loc.clone()));
+        }
+        Ok(out)
+    }
+
+    /// Add the recipes `p` depends on (transitively, default options) to
+    /// `self.dependencies`. `chain` holds the recipes being resolved, to report cycles.
+    fn dependencies_of(&mut self, p: &Package, chain: &mut Vec<RecipeId>) -> Result<(), SpecError> {
+        chain.push(p.id.clone());
+        for d in p.build_depends.iter().chain(p.runtime_depends.iter()) {
+            let Dependency::Recipe(id) = &d.value else {
+                continue;
+            };
+            if let Some(i) = chain.iter().position(|c| c == id) {
+                let cycle: Vec<String> = chain[i..]
+                    .iter()
+                    .chain(std::iter::once(id))
+                    .map(|c| c.to_string())
+                    .collect();
+                return Err(d.error(
+                    format!("dependency cycle: {}", cycle.join(" → ")),
+                    Some("a recipe cannot depend on itself, directly or through others".into()),
+                ));
+            }
+            if self.dependencies.contains_key(id) {
+                continue;
+            }
+            let path = self.repo.find(&id.to_string()).map_err(|e| e.at(&d.loc))?.path;
+            let recipe = self.recipe(&path)?;
+            let options = package::resolve_options(&recipe, &UseFlags::default())?;
+            let dep = self.build_package(d.loc.clone(), recipe, path, options, None)?;
+            self.dependencies_of(&dep, chain)?;
+            self.dependencies.insert(id.clone(), dep);
+        }
+        chain.pop();
+        Ok(())
+    }
+
+    fn build_root(&mut self, p: &Package) -> Result<(), SpecError> {
+        let name = &p.build_root;
+        if self.build_roots.contains_key(name.as_str()) {
+            return Ok(());
+        }
+        let path = self.repo.build_root_path(name)?;
+        let def = BuildRootDef::load(&path)?;
+        self.build_roots
+            .insert(name.value.clone(), BuildRoot { path, def });
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Reading YAML nodes with positions and friendly errors.
+
+/// What the top level of a file must be.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TopLevel {
+    Mapping,
+    Sequence,
+}
+
+/// Parse a file into nodes. Duplicate keys are errors (YAML would silently keep the
+/// last one); an indentation slip gets a hint that names the lines involved.
+pub(crate) fn load_yaml(file: &SourceFile, top: TopLevel) -> Result<Node, SpecError> {
+    if let Some(line) = second_document(&file.text) {
+        return Err(file.error_at(
+            line,
+            1,
+            "a second YAML document starts here",
+            Some("a spec file holds one document: remove this '---' line or the part after it".into()),
+        ));
+    }
+    let options = LoaderOptions::default().error_on_duplicate_keys(true);
+    let options = match top {
+        TopLevel::Mapping => options.toplevel_mapping(),
+        TopLevel::Sequence => options.toplevel_sequence(),
+    };
+    marked_yaml::parse_yaml_with_options(0, &file.text, options).map_err(|e| match &e {
+        marked_yaml::LoadError::ScanError(m, _) => {
+            indentation_error(file, m.line()).unwrap_or_else(|| file.load_error(e))
+        }
+        _ => file.load_error(e),
+    })
+}
+
+/// The line of a `---` that follows content (the loader would ignore what follows).
+fn second_document(text: &str) -> Option<usize> {
+    let mut content = false;
+    for (i, l) in text.lines().enumerate() {
+        let is_marker = l == "---" || l.starts_with("--- ");
+        if is_marker && content {
+            return Some(i + 1);
+        }
+        let t = l.trim();
+        if !is_marker && !t.is_empty() && !t.starts_with('#') {
+            content = true;
+        }
+    }
+    None
+}
+
+/// The commonest YAML mistake: a line indented deeper than the line before it,
+/// although that line's value is complete (`key: value`). The scanner then reports
+/// "did not find expected key" somewhere on the line; point at the indentation and
+/// say what lines up with what.
+fn indentation_error(file: &SourceFile, line: usize) -> Option<SpecError> {
+    let lines: Vec<&str> = file.text.lines().collect();
+    let this = *lines.get(line.checked_sub(1)?)?;
+    let indent = this.len() - this.trim_start_matches(' ').len();
+    let content = this.trim();
+    if this[indent..].starts_with('\t') {
+        return Some(file.error_at(
+            line,
+            indent + 1,
+            "this is not valid YAML: a tab indents this line",
+            Some("YAML is indented with spaces only".into()),
+        ));
+    }
+    let (prev_no, prev) = lines[..line - 1]
+        .iter()
+        .enumerate()
+        .rev()
+        .find(|(_, l)| !l.trim().is_empty() && !l.trim().starts_with('#'))?;
+    let prev_indent = prev.len() - prev.trim_start_matches(' ').len();
+    let prev_body = prev.trim().trim_start_matches("- ");
+    let key_end = prev_body.find(": ")?;
+    let has_value = !prev_body[key_end + 2..].trim().is_empty()
+        && !prev_body[key_end + 2..].trim().starts_with('#');
+    if indent <= prev_indent || !has_value || content.is_empty() {
+        return None;
+    }
+    let key_col = prev_indent + (prev.trim().len() - prev_body.len()) + 1;
+    let prev_key = short(&prev_body[..key_end]);
+    let offset = file.offset(line, indent + 1);
+    Some(file.error_span(
+        offset,
+        content.len(),
+        format!(
+            "this is not valid YAML: line {line} is indented deeper than line {}, whose value is already complete",
+            prev_no + 1
+        ),
+        Some(format!(
+            "the keys of one mapping start in the same column: if this line is a key next to '{prev_key}', move it left to column {key_col}; a value belongs on the same line as its key, or on the lines below a key that ends with ':'"
+        )),
+    ))
+}
+
+/// A value quoted in a message, cut if long.
+pub(crate) fn short(s: &str) -> String {
+    const MAX: usize = 48;
+    if s.chars().count() <= MAX {
+        s.to_string()
+    } else {
+        let cut: String = s.chars().take(MAX - 1).collect();
+        format!("{cut}…")
+    }
+}
+
+/// How a node is described in "must be X, not Y" messages.
+pub(crate) fn describe(node: &Node) -> String {
+    match node {
+        Node::Scalar(s) if is_null(s) => "empty".into(),
+        Node::Scalar(s) => format!("the value '{}'", short(s.as_str())),
+        Node::Sequence(_) => "a list".into(),
+        Node::Mapping(_) => "a mapping (key: value lines)".into(),
+    }
+}
+
+/// `key:` with nothing after it, or `~` / `null`.
+pub(crate) fn is_null(s: &MarkedScalarNode) -> bool {
+    s.may_coerce() && matches!(s.as_str(), "" | "~" | "null" | "Null" | "NULL")
+}
+
+pub(crate) fn node_loc(file: &Arc<SourceFile>, node: &Node) -> Loc {
+    Loc::of(file, node.span())
+}
+
+pub(crate) fn scalar(file: &Arc<SourceFile>, s: &MarkedScalarNode) -> Located<String> {
+    Located::new(s.as_str().to_string(), Loc::of(file, s.span()))
+}
+
+/// A mapping whose keys were checked against the allowed ones.
+pub(crate) struct Map<'a> {
+    pub file: &'a Arc<SourceFile>,
+    pub node: &'a MarkedMappingNode,
+    /// "pkg.yaml", "the `sync` step", ... for messages.
+    pub what: String,
+    /// Where "missing key" errors point: the mapping's own key, or its first key.
+    pub at: Loc,
+}
+
+impl<'a> Map<'a> {
+    /// `node` as a mapping with only `allowed` keys. `at` is where the mapping was
+    /// named (its key); `example` shows a correct value in the "wrong type" help.
+    pub fn new(
+        file: &'a Arc<SourceFile>,
+        node: &'a Node,
+        what: impl Into<String>,
+        at: Loc,
+        allowed: &[&str],
+        example: &str,
+    ) -> Result<Map<'a>, SpecError> {
+        let what = what.into();
+        let Node::Mapping(m) = node else {
+            return Err(node_loc(file, node).error(
+                format!("{what} must be a mapping of key: value lines, not {}", describe(node)),
+                Some(format!("for example:\n{example}")),
+            ));
+        };
+        for (k, _) in m.iter() {
+            if !allowed.contains(&k.as_str()) {
+                return Err(Loc::of(file, k.span()).error(
+                    format!("unknown key '{}' in {what}", short(k.as_str())),
+                    Some(did_you_mean(k.as_str(), allowed)),
+                ));
+            }
+        }
+        Ok(Map {
+            file,
+            node: m,
+            what,
+            at,
+        })
+    }
+
+    /// The value of `key`, `None` when absent or empty (`key:`, `~`).
+    pub fn get(&self, key: &str) -> Option<&'a Node> {
+        match self.node.get_node(key) {
+            Some(Node::Scalar(s)) if is_null(s) => None,
+            other => other,
+        }
+    }
+
+    pub fn key_loc(&self, key: &str) -> Loc {
+        self.node
+            .iter()
+            .find(|(k, _)| k.as_str() == key)
+            .map(|(k, _)| Loc::of(self.file, k.span()))
+            .unwrap_or_else(|| self.at.clone())
+    }
+
+    fn type_error(&self, key: &str, node: &Node, want: &str, example: &str) -> SpecError {
+        node_loc(self.file, node).error(
+            format!("'{key}' in {} must be {want}, not {}", self.what, describe(node)),
+            Some(format!("for example:\n{example}")),
+        )
+    }
+
+    /// A string value. (Every scalar is a string to the loader: `1` and `true` too.)
+    pub fn str(&self, key: &str) -> Result<Option<Located<String>>, SpecError> {
+        match self.node.get_node(key) {
+            None => Ok(None),
+            Some(Node::Scalar(s)) if is_null(s) => Ok(None),
+            Some(Node::Scalar(s)) => Ok(Some(scalar(self.file, s))),
+            Some(other) => Err(self.type_error(
+                key,
+                other,
+                "a single value",
+                &format!("{key}: some text"),
+            )),
+        }
+    }
+
+    pub fn required_str(&self, key: &str, example: &str) -> Result<Located<String>, SpecError> {
+        match self.str(key)? {
+            Some(s) if !s.trim().is_empty() => Ok(s),
+            Some(s) => Err(s.error(format!("'{key}' must not be empty"), Some(format!("for example:\n{example}")))),
+            None => Err(self.missing(key, example)),
+        }
+    }
+
+    pub fn missing(&self, key: &str, example: &str) -> SpecError {
+        let at = match self.node.get_node(key) {
+            Some(n) => node_loc(self.file, n),
+            None => self.at.clone(),
+        };
+        at.error(
+            format!("{} needs '{key}:'", self.what),
+            Some(format!("for example:\n{example}")),
+        )
+    }
+
+    /// `true`/`false` (also `True`, `FALSE`, ...). `yes`/`no` are refused: YAML 1.1
+    /// and 1.2 read them differently.
+    pub fn bool(&self, key: &str) -> Result<Option<Located<bool>>, SpecError> {
+        let Some(s) = self.str(key)? else {
+            return Ok(None);
+        };
+        let v = match s.as_str() {
+            "true" | "True" | "TRUE" => true,
+            "false" | "False" | "FALSE" => false,
+            other => {
+                return Err(s.error(
+                    format!("'{key}' must be true or false, not '{}'", short(other)),
+                    None,
+                ))
+            }
+        };
+        Ok(Some(s.map(|_| v)))
+    }
+
+    /// A list of strings; absent or empty → empty.
+    pub fn str_list(&self, key: &str, example: &str) -> Result<Vec<Located<String>>, SpecError> {
+        let Some(node) = self.get(key) else {
+            return Ok(Vec::new());
+        };
+        let Node::Sequence(seq) = node else {
+            return Err(self.type_error(key, node, "a list", example));
+        };
+        seq.iter()
+            .map(|item| match item {
+                Node::Scalar(s) if !is_null(s) => Ok(scalar(self.file, s)),
+                other => Err(node_loc(self.file, other).error(
+                    format!(
+                        "each entry of '{key}' in {} must be a single value, not {}",
+                        self.what,
+                        describe(other)
+                    ),
+                    Some(format!("for example:\n{example}")),
+                )),
+            })
+            .collect()
+    }
+
+    /// A free-form mapping's entries, in file order; absent → empty.
+    pub fn entries(
+        &self,
+        key: &str,
+        example: &str,
+    ) -> Result<Vec<(Located<String>, &'a Node)>, SpecError> {
+        let Some(node) = self.get(key) else {
+            return Ok(Vec::new());
+        };
+        let Node::Mapping(m) = node else {
+            return Err(self.type_error(key, node, "a mapping (key: value lines)", example));
+        };
+        Ok(m.iter().map(|(k, v)| (scalar(self.file, k), v)).collect())
+    }
+
+    /// A mapping of strings to strings, in file order.
+    pub fn str_map(
+        &self,
+        key: &str,
+        example: &str,
+    ) -> Result<Vec<(Located<String>, Located<String>)>, SpecError> {
+        self.entries(key, example)?
+            .into_iter()
+            .map(|(k, v)| match v {
+                Node::Scalar(s) => Ok((k, scalar(self.file, s))),
+                other => Err(node_loc(self.file, other).error(
+                    format!(
+                        "the value of '{}' in '{key}' must be a single value, not {}",
+                        short(&k.value),
+                        describe(other)
+                    ),
+                    Some(format!("for example:\n{example}")),
+                )),
+            })
+            .collect()
+    }
+
+    /// A nested mapping with its own allowed keys.
+    pub fn map(
+        &self,
+        key: &str,
+        allowed: &[&str],
+        example: &str,
+    ) -> Result<Option<Map<'a>>, SpecError> {
+        let Some(node) = self.get(key) else {
+            return Ok(None);
+        };
+        let what = format!("'{key}'");
+        Map::new(self.file, node, what, self.key_loc(key), allowed, example).map(Some)
+    }
+}
+
+/// A file's top-level mapping, keys checked. An empty file is an empty mapping.
+pub(crate) fn top_map<'a>(
+    file: &'a Arc<SourceFile>,
+    node: &'a Node,
+    what: &str,
+    allowed: &[&str],
+    example: &str,
+) -> Result<Map<'a>, SpecError> {
+    let at = match node {
+        Node::Mapping(m) => m
+            .iter()
+            .next()
+            .map(|(k, _)| Loc::of(file, k.span()))
+            .unwrap_or_else(|| Loc::of(file, node.span())),
+        _ => Loc::of(file, node.span()),
+    };
+    Map::new(file, node, what, at, allowed, example)
+}
+
+/// Lowercase hex sha256, pointing at the value otherwise.
+pub(crate) fn check_sha256(s: &Located<String>) -> Result<String, SpecError> {
+    let v = s.trim();
+    if v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(v.to_ascii_lowercase())
+    } else {
+        let what = if v.bytes().all(|b| b.is_ascii_hexdigit()) {
+            format!("{} hex digits", v.len())
+        } else {
+            "not hex".into()
+        };
+        Err(s.error(
+            format!("'{}' is not a sha256 ({what})", short(v)),
+            Some("a sha256 is 64 hex digits, as printed by `sha256sum FILE`".into()),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(text: &str) -> SourceFile {
+        SourceFile {
+            path: "t.yaml".into(),
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn second_documents_are_refused() {
+        assert_eq!(second_document("---\na: 1\n"), None);
+        assert_eq!(second_document("a: 1\n---\nb: 2\n"), Some(2));
+        let e = load_yaml(&file("a: 1\n---\nb: 2\n"), TopLevel::Mapping).unwrap_err();
+        assert!(e.to_string().contains("second YAML document"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused() {
+        let e = load_yaml(&file("a: 1\na: 2\n"), TopLevel::Mapping).unwrap_err();
+        assert!(e.to_string().contains("appears twice"), "{e}");
+    }
+
+    #[test]
+    fn over_indented_line_is_explained() {
+        let e = load_yaml(
+            &file("top:\n    a: \"x\"\n        b: y\n"),
+            TopLevel::Mapping,
+        )
+        .unwrap_err();
+        match e {
+            SpecError::At {
+                message,
+                location,
+                help,
+                ..
+            } => {
+                assert!(message.contains("line 3 is indented deeper than line 2"), "{message}");
+                assert_eq!(location, "t.yaml:3:9");
+                assert!(help.unwrap().contains("column 5"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn sha256_check() {
+        let f = Arc::new(file("x"));
+        let loc = Loc {
+            file: f,
+            line: 1,
+            column: 1,
+        };
+        let ok = Located::new("AB".repeat(32), loc.clone());
+        assert_eq!(check_sha256(&ok).unwrap(), "ab".repeat(32));
+        assert!(check_sha256(&Located::new("abc".into(), loc.clone())).is_err());
+        assert!(check_sha256(&Located::new("g".repeat(64), loc)).is_err());
+    }
+}
