@@ -99,8 +99,25 @@ impl SourceFile {
         message: impl Into<String>,
         help: Option<String>,
     ) -> SpecError {
-        let offset = offset.min(self.text.len());
-        let len = len.max(1).min(self.text.len().saturating_sub(offset));
+        // Spans must start and end on characters, or rendering would slice a
+        // character in two.
+        let floor = |i: usize| {
+            let mut i = i.min(self.text.len());
+            while !self.text.is_char_boundary(i) {
+                i -= 1;
+            }
+            i
+        };
+        let offset = floor(offset);
+        let mut end = floor(offset + len.max(1));
+        if end == offset && offset < self.text.len() {
+            // One whole character.
+            end = self.text[offset..]
+                .chars()
+                .next()
+                .map_or(offset, |c| offset + c.len_utf8());
+        }
+        let len = end - offset;
         let before = &self.text[..offset];
         let line = before.matches('\n').count() + 1;
         let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;

@@ -118,7 +118,13 @@ const KEYS: &[&str] = &[
     "mirrors",
 ];
 const EXAMPLE: &str = "  repository:\n    name: mysuperbinhost\n    upload-type: ssh\n    upload-path: containers@mysuperbinhost.org/containers\n    download-type: https\n    download-path: mysuperbinhost.org/containers";
-const REPO_KEYS: &[&str] = &["name", "upload-type", "upload-path", "download-type", "download-path"];
+const REPO_KEYS: &[&str] = &[
+    "name",
+    "upload-type",
+    "upload-path",
+    "download-type",
+    "download-path",
+];
 const CACHE_KEYS: &[&str] = &["url", "public-keys", "priority"];
 const CACHE_EXAMPLE: &str = "  caches:\n    - url: https://cache.example.org\n      public-keys: [\"cache.example.org-1:<base64 of 32 bytes>\"]\n      priority: 40";
 const CACHE_SCHEMES: &[&str] = &["https", "http", "file", "s3", "ssh", "oci"];
@@ -132,9 +138,19 @@ pub fn find_config(spec_dir: &Path) -> Option<PathBuf> {
 }
 
 /// [`find_config`] with the environment given.
-pub fn find_config_in(spec_dir: &Path, xdg_config_home: Option<&Path>, home: Option<&Path>) -> Option<PathBuf> {
+pub fn find_config_in(
+    spec_dir: &Path,
+    xdg_config_home: Option<&Path>,
+    home: Option<&Path>,
+) -> Option<PathBuf> {
+    // The spec directory as given (so messages show the path the user typed), then
+    // its parents, which need the absolute path.
+    let own = spec_dir.join(FILE_NAME);
+    if own.is_file() {
+        return Some(own);
+    }
     let start = std::path::absolute(spec_dir).unwrap_or_else(|_| spec_dir.to_path_buf());
-    for dir in start.ancestors() {
+    for dir in start.ancestors().skip(1) {
         let p = dir.join(FILE_NAME);
         if p.is_file() {
             return Some(p);
@@ -156,7 +172,11 @@ impl Config {
     pub fn parse(file: Arc<SourceFile>) -> Result<Config, SpecError> {
         let node = load_yaml(&file, TopLevel::Mapping)?;
         let m = top_map(&file, &node, FILE_NAME, KEYS, EXAMPLE)?;
-        let base = file.path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let base = file
+            .path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
         let repository = match m.map("repository", REPO_KEYS, EXAMPLE)? {
             Some(r) => Some(parse_repository(&r)?),
             None => None,
@@ -170,7 +190,14 @@ impl Config {
                 ));
             };
             for item in seq.iter() {
-                let c = Map::new(&file, item, "a cache", node_loc(&file, item), CACHE_KEYS, CACHE_EXAMPLE)?;
+                let c = Map::new(
+                    &file,
+                    item,
+                    "a cache",
+                    node_loc(&file, item),
+                    CACHE_KEYS,
+                    CACHE_EXAMPLE,
+                )?;
                 let url = c.required_str("url", CACHE_EXAMPLE)?;
                 super::recipe::check_url(&url, CACHE_SCHEMES)?;
                 let priority = match c.str("priority")? {
@@ -178,7 +205,9 @@ impl Config {
                     Some(p) => p.trim().parse::<i64>().map_err(|_| {
                         p.error(
                             format!("the priority '{}' is not a whole number", short(&p)),
-                            Some(format!("lower numbers are asked first; the default is {DEFAULT_PRIORITY}")),
+                            Some(format!(
+                                "lower numbers are asked first; the default is {DEFAULT_PRIORITY}"
+                            )),
                         )
                     })?,
                 };
@@ -190,27 +219,46 @@ impl Config {
             }
         }
         let trusted_public_keys = public_keys(&m, "trusted-public-keys")?;
-        let secret_key_file = m.str("secret-key-file")?.map(|s| s.map(|p| base.join(p.trim())));
+        let secret_key_file = m
+            .str("secret-key-file")?
+            .map(|s| s.map(|p| base.join(p.trim())));
         let recipe_paths = dirs(&m, "recipe-paths", &base)?;
         let source_dirs = dirs(&m, "source-dirs", &base)?;
         let mut mirrors = BTreeMap::new();
-        for (name, node) in m.entries("mirrors", "  mirrors:\n    debian: [https://deb.debian.org/debian]")? {
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+        for (name, node) in m.entries(
+            "mirrors",
+            "  mirrors:\n    debian: [https://deb.debian.org/debian]",
+        )? {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
                 return Err(name.error(
                     format!("'{}' is not a mirror name", short(&name)),
-                    Some("a mirror name is what follows mirror:// in URLs, e.g. debian, gnu".into()),
+                    Some(
+                        "a mirror name is what follows mirror:// in URLs, e.g. debian, gnu".into(),
+                    ),
                 ));
             }
             let Node::Sequence(seq) = node else {
                 return Err(node_loc(&file, node).error(
-                    format!("the mirrors of '{}' must be a list of URLs, not {}", name.value, describe(node)),
-                    Some("for example:\n  mirrors:\n    debian: [https://deb.debian.org/debian]".into()),
+                    format!(
+                        "the mirrors of '{}' must be a list of URLs, not {}",
+                        name.value,
+                        describe(node)
+                    ),
+                    Some(
+                        "for example:\n  mirrors:\n    debian: [https://deb.debian.org/debian]"
+                            .into(),
+                    ),
                 ));
             };
             let mut urls = Vec::new();
             for u in seq.iter() {
                 let Node::Scalar(s) = u else {
-                    return Err(node_loc(&file, u).error(format!("a mirror must be a URL, not {}", describe(u)), None));
+                    return Err(node_loc(&file, u)
+                        .error(format!("a mirror must be a URL, not {}", describe(u)), None));
                 };
                 let url = super::scalar(&file, s);
                 super::recipe::check_url(&url, &["https", "http", "ftp", "file"])?;
@@ -234,39 +282,52 @@ impl Config {
 
 fn parse_repository(r: &Map<'_>) -> Result<RepositoryConfig, SpecError> {
     let name = r.required_str("name", EXAMPLE)?;
-    let transport = |key: &str, allowed: &[Transport]| -> Result<Option<Located<Transport>>, SpecError> {
-        let Some(s) = r.str(key)? else {
-            return Ok(None);
-        };
-        let names: Vec<&str> = allowed.iter().map(|t| t.as_str()).collect();
-        match allowed.iter().find(|t| t.as_str() == s.trim()) {
-            Some(t) => Ok(Some(s.map(|_| *t))),
-            None => {
-                let why = if key == "upload-type" && s.trim() == "http" {
-                    "uploads over plain http are insecure; ".to_string()
-                } else {
-                    String::new()
-                };
-                Err(s.error(
-                    format!("'{}' is not a {key}", short(&s)),
-                    Some(format!("{why}{} (one of: {})", did_you_mean(&s, &names), names.join(", "))),
-                ))
+    let transport =
+        |key: &str, allowed: &[Transport]| -> Result<Option<Located<Transport>>, SpecError> {
+            let Some(s) = r.str(key)? else {
+                return Ok(None);
+            };
+            let names: Vec<&str> = allowed.iter().map(|t| t.as_str()).collect();
+            match allowed.iter().find(|t| t.as_str() == s.trim()) {
+                Some(t) => Ok(Some(s.map(|_| *t))),
+                None => {
+                    let why = if key == "upload-type" && s.trim() == "http" {
+                        "uploads over plain http are insecure; ".to_string()
+                    } else {
+                        String::new()
+                    };
+                    Err(s.error(
+                        format!("'{}' is not a {key}", short(&s)),
+                        Some(format!(
+                            "{why}{} (one of: {})",
+                            did_you_mean(&s, &names),
+                            names.join(", ")
+                        )),
+                    ))
+                }
             }
-        }
-    };
+        };
     let upload_type = transport("upload-type", UPLOAD)?;
     let download_type = transport("download-type", DOWNLOAD)?;
     let upload_path = r.str("upload-path")?;
     let download_path = r.str("download-path")?;
     for (ty, path, t, p) in [
         (&upload_type, &upload_path, "upload-type", "upload-path"),
-        (&download_type, &download_path, "download-type", "download-path"),
+        (
+            &download_type,
+            &download_path,
+            "download-type",
+            "download-path",
+        ),
     ] {
         match (ty, path) {
             (Some(_), None) => return Err(r.missing(p, EXAMPLE)),
             (None, Some(_)) => return Err(r.missing(t, EXAMPLE)),
             (_, Some(path)) if path.trim().is_empty() => {
-                return Err(path.error(format!("'{p}' is empty"), Some(format!("for example:\n{EXAMPLE}"))))
+                return Err(path.error(
+                    format!("'{p}' is empty"),
+                    Some(format!("for example:\n{EXAMPLE}")),
+                ))
             }
             _ => {}
         }
@@ -286,7 +347,7 @@ fn public_keys(m: &Map<'_>, key: &str) -> Result<Vec<Located<PublicKey>>, SpecEr
         .map(|s| match PublicKey::from_str(&s) {
             Ok(k) => Ok(s.map(|_| k)),
             Err(e) => Err(s.error(
-                format!("'{}' is not a valid public key: {e}", short(&s)),
+                format!("invalid public key: {e}"),
                 Some("a public key is NAME:BASE64 (32 bytes), as printed by `buildit key public` or `nix key convert-secret-to-public`".into()),
             )),
         })
@@ -305,7 +366,11 @@ fn dirs(m: &Map<'_>, key: &str, base: &Path) -> Result<Vec<Located<PathBuf>>, Sp
                     format!("'{}' is not a directory", short(&s)),
                     Some(format!(
                         "relative paths are relative to the directory of {FILE_NAME} ({})",
-                        if base.as_os_str().is_empty() { ".".into() } else { base.display().to_string() }
+                        if base.as_os_str().is_empty() {
+                            ".".into()
+                        } else {
+                            base.display().to_string()
+                        }
                     )),
                 ))
             }
@@ -335,7 +400,8 @@ mod tests {
 
     #[test]
     fn bad_values() {
-        let e = parse("repository:\n  name: x\n  upload-type: htp\n  upload-path: y\n").unwrap_err();
+        let e =
+            parse("repository:\n  name: x\n  upload-type: htp\n  upload-path: y\n").unwrap_err();
         assert!(e.to_string().contains("not a upload-type"), "{e}");
         let e = parse("caches:\n  - url: https://c\n    priority: high\n").unwrap_err();
         assert!(e.to_string().contains("not a whole number"), "{e}");
@@ -354,9 +420,15 @@ mod tests {
         // Only the user's file: it is used (unless a parent of the temp dir has one).
         let found = find_config_in(&spec, Some(&xdg), None).unwrap();
         std::fs::write(tmp.join("a").join(FILE_NAME), "").unwrap();
-        assert_eq!(find_config_in(&spec, Some(&xdg), None).unwrap(), tmp.join("a").join(FILE_NAME));
+        assert_eq!(
+            find_config_in(&spec, Some(&xdg), None).unwrap(),
+            tmp.join("a").join(FILE_NAME)
+        );
         std::fs::write(spec.join(FILE_NAME), "").unwrap();
-        assert_eq!(find_config_in(&spec, Some(&xdg), None).unwrap(), spec.join(FILE_NAME));
+        assert_eq!(
+            find_config_in(&spec, Some(&xdg), None).unwrap(),
+            spec.join(FILE_NAME)
+        );
         assert!(found.ends_with(FILE_NAME) || found == xdg.join("buildit/config.yaml"));
         std::fs::remove_dir_all(&tmp).unwrap();
     }

@@ -146,7 +146,8 @@ const PACKAGE_EXAMPLE: &str = "  - package:\n      type: embedded\n      path: .
 const SYNC_KEYS: &[&str] = &["src", "dest", "recursive", "chmod", "owner"];
 const SYNC_EXAMPLE: &str = "  - sync:\n      src: ./files/nginx.conf\n      dest: /etc/nginx/nginx.conf\n      chmod: \"0644\"";
 const IMAGE_KEYS: &[&str] = &["type", "name", "content", "config", "layout", "compression"];
-const IMAGE_EXAMPLE: &str = "  - image:\n      type: oci\n      config:\n        entrypoint: [/usr/sbin/nginx]";
+const IMAGE_EXAMPLE: &str =
+    "  - image:\n      type: oci\n      config:\n        entrypoint: [/usr/sbin/nginx]";
 const CONFIG_KEYS: &[&str] = &[
     "entrypoint",
     "cmd",
@@ -269,10 +270,17 @@ fn step_parts<'a>(
 }
 
 /// A `vars` step: each value is rendered with the vars above it, then defined.
-fn vars_step(file: &Arc<SourceFile>, body: &Node, t: &mut Templates) -> Result<Vec<Var>, SpecError> {
+fn vars_step(
+    file: &Arc<SourceFile>,
+    body: &Node,
+    t: &mut Templates,
+) -> Result<Vec<Var>, SpecError> {
     let Node::Mapping(m) = body else {
         return Err(node_loc(file, body).error(
-            format!("'vars' must be a mapping of NAME: value lines, not {}", describe(body)),
+            format!(
+                "'vars' must be a mapping of NAME: value lines, not {}",
+                describe(body)
+            ),
             Some(format!("for example:\n{VARS_EXAMPLE}")),
         ));
     };
@@ -289,11 +297,19 @@ fn vars_step(file: &Arc<SourceFile>, body: &Node, t: &mut Templates) -> Result<V
         }
         let Node::Scalar(s) = v else {
             return Err(node_loc(file, v).error(
-                format!("the var '{}' must be a single value, not {}", name.value, describe(v)),
+                format!(
+                    "the var '{}' must be a single value, not {}",
+                    name.value,
+                    describe(v)
+                ),
                 Some(format!("for example:\n{VARS_EXAMPLE}")),
             ));
         };
-        let raw = super::scalar(file, s);
+        let mut raw = super::scalar(file, s);
+        if super::is_null(s) {
+            // `name:` with nothing after it (or `~`) is the empty string.
+            raw.value.clear();
+        }
         // Later vars may use earlier ones, in the same step too.
         let value = t.render(&raw)?;
         t.define(&name, value.value.clone());
@@ -323,7 +339,14 @@ impl Cx<'_> {
     }
 
     fn package(&self, at: Loc, body: &Node) -> Result<PackageStep, SpecError> {
-        let m = Map::new(self.file, body, "the package step", at.clone(), PACKAGE_KEYS, PACKAGE_EXAMPLE)?;
+        let m = Map::new(
+            self.file,
+            body,
+            "the package step",
+            at.clone(),
+            PACKAGE_KEYS,
+            PACKAGE_EXAMPLE,
+        )?;
         let ty = self.render_opt(m.str("type")?)?;
         let path = self.render_opt(m.str("path")?)?;
         let recipe = self.render_opt(m.str("recipe")?)?;
@@ -362,9 +385,14 @@ impl Cx<'_> {
                 return Err(m.missing("path", PACKAGE_EXAMPLE));
             };
             if path.trim().is_empty() {
-                return Err(path.error("the package path is empty", Some(format!("for example:\n{PACKAGE_EXAMPLE}"))));
+                return Err(path.error(
+                    "the package path is empty",
+                    Some(format!("for example:\n{PACKAGE_EXAMPLE}")),
+                ));
             }
-            let dir = self.dir.join(path.trim());
+            // Lexically clean (`./pkgs/nginx/` → `pkgs/nginx`): paths end up in messages
+            // and in the duplicate check.
+            let dir: PathBuf = self.dir.join(path.trim()).components().collect();
             Ok(PackageStep {
                 loc: at,
                 source: PackageSource::Embedded { path, dir },
@@ -383,11 +411,16 @@ impl Cx<'_> {
                 return Err(reference.error(msg, None));
             }
             let reference = reference.map(|r| r.trim().to_string());
-            let use_flags = match m.map("use", &["with", "without"], "      use:\n        with: [nls]")? {
+            let use_flags = match m.map(
+                "use",
+                &["with", "without"],
+                "      use:\n        with: [nls]",
+            )? {
                 Some(u) => {
                     let flags = UseFlags {
                         with: self.render_list(u.str_list("with", "        with: [nls]")?)?,
-                        without: self.render_list(u.str_list("without", "        without: [nls]")?)?,
+                        without: self
+                            .render_list(u.str_list("without", "        without: [nls]")?)?,
                     };
                     for w in &flags.with {
                         if let Some(o) = flags.without.iter().find(|o| o.value == w.value) {
@@ -403,17 +436,27 @@ impl Cx<'_> {
             };
             Ok(PackageStep {
                 loc: at,
-                source: PackageSource::Recipe { reference, use_flags },
+                source: PackageSource::Recipe {
+                    reference,
+                    use_flags,
+                },
             })
         }
     }
 
     fn sync(&self, at: Loc, body: &Node) -> Result<SyncStep, SpecError> {
-        let m = Map::new(self.file, body, "the sync step", at.clone(), SYNC_KEYS, SYNC_EXAMPLE)?;
+        let m = Map::new(
+            self.file,
+            body,
+            "the sync step",
+            at.clone(),
+            SYNC_KEYS,
+            SYNC_EXAMPLE,
+        )?;
         let src = self.render(&m.required_str("src", SYNC_EXAMPLE)?)?;
         let dest = self.render(&m.required_str("dest", SYNC_EXAMPLE)?)?;
         let recursive = m.bool("recursive")?.map(|b| b.value).unwrap_or(false);
-        let path = self.dir.join(src.trim());
+        let path: PathBuf = self.dir.join(src.trim()).components().collect();
         let meta = std::fs::metadata(&path).map_err(|_| {
             src.error(
                 format!("the sync source '{}' does not exist", short(&src)),
@@ -432,13 +475,15 @@ impl Cx<'_> {
         let d = dest.trim();
         let clean = d.starts_with('/')
             && (d == "/" || !d.ends_with('/'))
-            && d
-                .split('/')
+            && d.split('/')
                 .skip(1)
                 .all(|c| d == "/" || (!c.is_empty() && c != "." && c != ".."));
         if !clean {
             return Err(dest.error(
-                format!("the sync destination '{}' must be an absolute path in the image", short(d)),
+                format!(
+                    "the sync destination '{}' must be an absolute path in the image",
+                    short(d)
+                ),
                 Some("e.g. /etc/nginx/nginx.conf (no '.', '..', '//' or trailing '/')".into()),
             ));
         }
@@ -484,7 +529,14 @@ impl Cx<'_> {
     }
 
     fn image(&self, at: Loc, body: &Node) -> Result<ImageStep, SpecError> {
-        let m = Map::new(self.file, body, "the image step", at.clone(), IMAGE_KEYS, IMAGE_EXAMPLE)?;
+        let m = Map::new(
+            self.file,
+            body,
+            "the image step",
+            at.clone(),
+            IMAGE_KEYS,
+            IMAGE_EXAMPLE,
+        )?;
         let ty = self.render(&m.required_str("type", "  - image:\n      type: oci")?)?;
         let format = match ty.as_str() {
             "aci" => ImageFormat::Aci,
@@ -544,22 +596,21 @@ impl Cx<'_> {
                 }
             },
         };
-        let config = match m.map("config", CONFIG_KEYS, CONFIG_EXAMPLE)? {
-            None => None,
-            Some(_) if format == ImageFormat::Aci => {
-                return Err(m.key_loc("config").error(
+        let config =
+            match m.map("config", CONFIG_KEYS, CONFIG_EXAMPLE)? {
+                None => None,
+                Some(_) if format == ImageFormat::Aci => return Err(m.key_loc("config").error(
                     "`config` is for OCI images; an ACI's settings are in its manifest (`content`)",
-                    Some("put exec, user, group and ports in the manifest's \"app\" section".into()),
-                ))
-            }
-            Some(_) if content.is_some() => {
-                return Err(m.key_loc("config").error(
+                    Some(
+                        "put exec, user, group and ports in the manifest's \"app\" section".into(),
+                    ),
+                )),
+                Some(_) if content.is_some() => return Err(m.key_loc("config").error(
                     "give either `content` (the whole image config as JSON) or `config`, not both",
                     None,
-                ))
-            }
-            Some(c) => Some(self.oci_config(&c)?),
-        };
+                )),
+                Some(c) => Some(self.oci_config(&c)?),
+            };
         if format == ImageFormat::Aci && content.is_none() {
             return Err(m.missing(
                 "content",
@@ -583,7 +634,10 @@ impl Cx<'_> {
             if c.get(key).is_none() {
                 return Ok(None);
             }
-            let v = self.render_list(c.str_list(key, &format!("        {key}: [/usr/sbin/nginx, -g, daemon off;]"))?)?;
+            let v = self.render_list(c.str_list(
+                key,
+                &format!("        {key}: [/usr/sbin/nginx, -g, daemon off;]"),
+            )?)?;
             Ok(Some(v.into_iter().map(|s| s.value).collect()))
         };
         let map = |key: &str, check_env: bool| -> Result<BTreeMap<String, String>, SpecError> {
@@ -604,9 +658,12 @@ impl Cx<'_> {
             Ok(out)
         };
         let mut exposed_ports = Vec::new();
-        for p in self.render_list(c.str_list("exposed-ports", "        exposed-ports: [\"443/tcp\"]")?)? {
+        for p in
+            self.render_list(c.str_list("exposed-ports", "        exposed-ports: [\"443/tcp\"]")?)?
+        {
             let (port, proto) = p.split_once('/').unwrap_or((p.as_str(), "tcp"));
-            let ok = port.parse::<u16>().is_ok_and(|n| n > 0) && ["tcp", "udp", "sctp"].contains(&proto);
+            let ok =
+                port.parse::<u16>().is_ok_and(|n| n > 0) && ["tcp", "udp", "sctp"].contains(&proto);
             if !ok {
                 return Err(p.error(
                     format!("'{}' is not a port", short(&p)),
@@ -655,13 +712,14 @@ fn check_json(
         }
     };
     let Some(obj) = value.as_object() else {
-        return Err(raw.error(
-            "`content` must be a JSON object ({ ... })",
-            None,
-        ));
+        return Err(raw.error("`content` must be a JSON object ({ ... })", None));
     };
     if format == ImageFormat::Aci {
-        let field = |k: &str| obj.get(k).and_then(|v| v.as_str()).filter(|s| !s.is_empty());
+        let field = |k: &str| {
+            obj.get(k)
+                .and_then(|v| v.as_str())
+                .filter(|s| !s.is_empty())
+        };
         match field("acKind") {
             Some("ImageManifest") => {}
             _ => {
@@ -694,7 +752,8 @@ pub fn parse_mode(s: &str) -> Result<u32, String> {
     } else {
         t
     };
-    let octal = (3..=4).contains(&digits.len()) && digits.bytes().all(|b| (b'0'..=b'7').contains(&b));
+    let octal =
+        (3..=4).contains(&digits.len()) && digits.bytes().all(|b| (b'0'..=b'7').contains(&b));
     if octal {
         if let Ok(m) = u32::from_str_radix(digits, 8) {
             return Ok(m);
@@ -735,7 +794,8 @@ fn parse_owner(s: &str) -> Option<Owner> {
         }
         let ok = p.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
             && p.len() <= 32
-            && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_-".contains(c));
+            && p.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_-".contains(c));
         ok.then(|| IdOrName::Name(p.to_string()))
     };
     let s = s.trim();

@@ -42,9 +42,11 @@ pub struct Loc {
 }
 
 impl Loc {
-    /// An error pointing here.
+    /// An error pointing here, underlining the value written here.
     pub fn error(&self, message: impl Into<String>, help: Option<String>) -> SpecError {
-        self.file.error_at(self.line, self.column, message, help)
+        let offset = self.offset();
+        let len = token_len(&self.file.text, offset);
+        self.file.error_span(offset, len, message, help)
     }
 
     /// Byte offset in the file.
@@ -73,7 +75,13 @@ impl Loc {
 
 impl fmt::Display for Loc {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}", self.file.path.display(), self.line, self.column)
+        write!(
+            f,
+            "{}:{}:{}",
+            self.file.path.display(),
+            self.line,
+            self.column
+        )
     }
 }
 
@@ -86,12 +94,49 @@ impl fmt::Debug for Loc {
 
 impl PartialEq for Loc {
     fn eq(&self, other: &Self) -> bool {
-        self.line == other.line
-            && self.column == other.column
-            && self.file.path == other.file.path
+        self.line == other.line && self.column == other.column && self.file.path == other.file.path
     }
 }
 impl Eq for Loc {}
+
+/// How long the YAML scalar starting at `offset` is, for underlining: a quoted
+/// string to its closing quote, a key to its colon, a flow-list item to its `,` or
+/// `]`, anything else to the end of the line (before a comment).
+fn token_len(text: &str, offset: usize) -> usize {
+    let Some(rest) = text.get(offset..) else {
+        return 1;
+    };
+    let line = rest.split('\n').next().unwrap_or("");
+    if let Some(q) = line.chars().next().filter(|c| *c == '"' || *c == '\'') {
+        let mut escaped = false;
+        for (i, c) in line.char_indices().skip(1) {
+            if c == q && !escaped {
+                return i + 1;
+            }
+            escaped = q == '"' && c == '\\' && !escaped;
+        }
+        return line.len().max(1);
+    }
+    let mut end = line.len();
+    let before = text[..offset].trim_end_matches(' ');
+    if before.ends_with(['[', ',', '{']) {
+        if let Some(i) = line.find([',', ']', '}']) {
+            end = end.min(i);
+        }
+    }
+    if let Some(i) = line.find(": ") {
+        end = end.min(i);
+    }
+    if let Some(i) = line.find(" #") {
+        end = end.min(i);
+    }
+    let token = line[..end].trim_end();
+    let token = token.strip_suffix(':').unwrap_or(token);
+    token.len().max(1)
+}
+
+/// `KEY: value` entries of a mapping, in file order.
+pub type Pairs = Vec<(Located<String>, Located<String>)>;
 
 /// A value and where it was written.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -173,7 +218,8 @@ pub struct Package {
     /// recipe name), each once, in that order.
     pub build_depends: Vec<Located<Dependency>>,
     pub runtime_depends: Vec<Located<Dependency>>,
-    /// Enabled options' env, then pkg.yaml's (which wins).
+    /// The recipe's env, then enabled options' (recipe order), then pkg.yaml's; a
+    /// later one wins.
     pub env: BTreeMap<String, Located<String>>,
     /// Name of the build root (`Spec::build_roots[name]`), from the recipe.
     pub build_root: Located<String>,
@@ -309,8 +355,9 @@ pub fn load_spec_with(dir: &Path, options: &LoadOptions) -> Result<Spec, SpecErr
         build_roots: BTreeMap::new(),
     };
     let mut steps = Vec::new();
-    // Resolved identity of each package step → where it was, to report duplicates.
-    let mut seen: BTreeMap<String, Loc> = BTreeMap::new();
+    // Resolved identity of each package step → where it was and how it was written,
+    // to report duplicates.
+    let mut seen: BTreeMap<String, (Loc, String)> = BTreeMap::new();
     for step in parsed.steps {
         steps.push(match step {
             container::ContainerStep::Vars(v) => Step::Vars(v),
@@ -318,16 +365,25 @@ pub fn load_spec_with(dir: &Path, options: &LoadOptions) -> Result<Spec, SpecErr
             container::ContainerStep::Image(i) => Step::Image(i),
             container::ContainerStep::Package(p) => {
                 let (key, pkg) = resolver.package_step(&p)?;
-                if let Some(first) = seen.get(&key) {
+                let written = match &p.source {
+                    container::PackageSource::Embedded { path, .. } => path.value.clone(),
+                    container::PackageSource::Recipe { reference, .. } => reference.value.clone(),
+                };
+                if let Some((first, first_written)) = seen.get(&key) {
+                    let same = if *first_written == written {
+                        String::new()
+                    } else {
+                        format!(" ('{}', the same package)", short(first_written))
+                    };
                     return Err(p.loc.error(
-                        format!("this package is listed twice: {key}"),
+                        format!("the package '{}' is already in this container", short(&written)),
                         Some(format!(
-                            "it is already built by the package step on line {}; a container holds each package once (merge the two, or give one of them its own pkg.yaml)",
+                            "the package step on line {}{same} builds it too; a container holds each package once (merge the two steps)",
                             first.line
                         )),
                     ));
                 }
-                seen.insert(key, p.loc.clone());
+                seen.insert(key, (p.loc.clone(), written));
                 Step::Package(Box::new(pkg))
             }
         });
@@ -400,13 +456,8 @@ impl Resolver<'_> {
                 let found = self.repo.find_at(&pkg.base)?;
                 let recipe = self.recipe(&found.path)?;
                 let options = package::resolve_options(&recipe, &pkg.use_flags)?;
-                let mut p = self.build_package(
-                    step.loc.clone(),
-                    recipe,
-                    found.path,
-                    options,
-                    Some(&pkg),
-                )?;
+                let mut p =
+                    self.build_package(step.loc.clone(), recipe, found.path, options, Some(&pkg))?;
                 let key = std::fs::canonicalize(dir)
                     .unwrap_or_else(|_| dir.clone())
                     .display()
@@ -451,7 +502,11 @@ impl Resolver<'_> {
         let mut configure_flags = recipe.configure_flags.clone();
         let mut build: Vec<&Located<DepSpec>> = recipe.build_depends.iter().collect();
         let mut runtime: Vec<&Located<DepSpec>> = recipe.runtime_depends.iter().collect();
-        let mut env = BTreeMap::new();
+        let mut env: BTreeMap<String, Located<String>> = recipe
+            .env
+            .iter()
+            .map(|(k, v)| (k.value.clone(), v.clone()))
+            .collect();
         for o in &enabled {
             configure_flags.extend(o.configure_flags.iter().cloned());
             build.extend(o.build_depends.iter());
@@ -566,7 +621,11 @@ impl Resolver<'_> {
             if self.dependencies.contains_key(id) {
                 continue;
             }
-            let path = self.repo.find(&id.to_string()).map_err(|e| e.at(&d.loc))?.path;
+            let path = self
+                .repo
+                .find(&id.to_string())
+                .map_err(|e| e.at(&d.loc))?
+                .path;
             let recipe = self.recipe(&path)?;
             let options = package::resolve_options(&recipe, &UseFlags::default())?;
             let dep = self.build_package(d.loc.clone(), recipe, path, options, None)?;
@@ -608,7 +667,10 @@ pub(crate) fn load_yaml(file: &SourceFile, top: TopLevel) -> Result<Node, SpecEr
             line,
             1,
             "a second YAML document starts here",
-            Some("a spec file holds one document: remove this '---' line or the part after it".into()),
+            Some(
+                "a spec file holds one document: remove this '---' line or the part after it"
+                    .into(),
+            ),
         ));
     }
     let options = LoaderOptions::default().error_on_duplicate_keys(true);
@@ -617,11 +679,141 @@ pub(crate) fn load_yaml(file: &SourceFile, top: TopLevel) -> Result<Node, SpecEr
         TopLevel::Sequence => options.toplevel_sequence(),
     };
     marked_yaml::parse_yaml_with_options(0, &file.text, options).map_err(|e| match &e {
-        marked_yaml::LoadError::ScanError(m, _) => {
-            indentation_error(file, m.line()).unwrap_or_else(|| file.load_error(e))
-        }
+        marked_yaml::LoadError::ScanError(m, scan) => scan_error(file, m, &scan.to_string()),
         _ => file.load_error(e),
     })
+}
+
+/// A YAML syntax error, explained from what the lines around it look like.
+fn scan_error(file: &SourceFile, m: &marked_yaml::Marker, info: &str) -> SpecError {
+    // The scanner's text ends in "at byte N line L column C"; the diagnostic shows
+    // the position itself.
+    let info = info.split(" at byte ").next().unwrap_or(info);
+    if info.contains("tab") {
+        if let Some(e) = tab_error(file) {
+            return e;
+        }
+    }
+    if let Some(e) = indentation_error(file, m.line()) {
+        return e;
+    }
+    let help = if info.contains("quoted scalar") {
+        "a quoted value needs its closing quote (\" or ')"
+    } else if info.contains("flow sequence") || info.contains("flow mapping") {
+        "a list written [a, b] or a mapping written {a: b} needs its closing ] or }, and commas between the items"
+    } else {
+        "check the indentation: a value that continues on the next line must be indented under its key, and a new key must line up with its siblings"
+    };
+    file.error_at(
+        m.line(),
+        m.column(),
+        format!("this is not valid YAML: {info}"),
+        Some(help.into()),
+    )
+}
+
+/// The first line indented with a tab.
+fn tab_error(file: &SourceFile) -> Option<SpecError> {
+    let (i, l) = file.text.lines().enumerate().find(|(_, l)| {
+        let lead = &l[..l.len() - l.trim_start().len()];
+        lead.contains('\t')
+    })?;
+    let col = l.find('\t').map_or(1, |c| c + 1);
+    Some(file.error_at(
+        i + 1,
+        col,
+        "this is not valid YAML: a tab indents this line",
+        Some("YAML is indented with spaces only".into()),
+    ))
+}
+
+/// Indentation of a line in spaces.
+fn indent_of(l: &str) -> usize {
+    l.len() - l.trim_start_matches(' ').len()
+}
+
+/// The key of a `key: value` or `key:` line (after an optional `- `), and whether a
+/// value follows on the same line.
+fn key_of(l: &str) -> Option<(&str, bool)> {
+    let body = l.trim().trim_start_matches("- ");
+    if body.starts_with(['"', '\'', '#']) {
+        return None;
+    }
+    if let Some(k) = body.strip_suffix(':') {
+        return Some((k, false));
+    }
+    let i = body.find(": ")?;
+    let value = body[i + 2..].trim();
+    Some((&body[..i], !value.is_empty() && !value.starts_with('#')))
+}
+
+/// The keys that enclose line `from` (0-based): walking up, each line less indented
+/// than the last one found; (column, key) pairs, innermost first.
+fn enclosing_keys<'a>(lines: &[&'a str], from: usize) -> Vec<(usize, &'a str)> {
+    let mut out = Vec::new();
+    let mut limit = usize::MAX;
+    for l in lines[..=from].iter().rev() {
+        if l.trim().is_empty() || l.trim().starts_with('#') {
+            continue;
+        }
+        let ind = indent_of(l);
+        if ind < limit {
+            if let Some((k, _)) = key_of(l) {
+                let dash = l.trim().len() - l.trim().trim_start_matches("- ").len();
+                out.push((ind + dash + 1, k));
+            }
+            limit = ind;
+        }
+        if ind == 0 {
+            break;
+        }
+    }
+    out
+}
+
+/// The commonest YAML mistakes: a key on a line indented deeper than a line whose
+/// value is complete (`key: value`), or a key right after a value that stands on its
+/// own line. The scanner then reports "did not find expected key" somewhere on the
+/// line; point at the line and say which columns the key could line up with.
+fn indentation_error(file: &SourceFile, line: usize) -> Option<SpecError> {
+    let lines: Vec<&str> = file.text.lines().collect();
+    let this = *lines.get(line.checked_sub(1)?)?;
+    let indent = indent_of(this);
+    let content = this.trim();
+    let (this_key, _) = key_of(this)?;
+    let (prev_no, prev) = lines[..line - 1]
+        .iter()
+        .enumerate()
+        .rev()
+        .find(|(_, l)| !l.trim().is_empty() && !l.trim().starts_with('#'))?;
+    let prev_indent = indent_of(prev);
+    let message = match key_of(prev) {
+        Some((_, true)) if indent > prev_indent => format!(
+            "this is not valid YAML: line {line} is indented deeper than line {}, whose value is already complete",
+            prev_no + 1
+        ),
+        None if !prev.trim().starts_with("- ") && indent >= prev_indent => format!(
+            "this is not valid YAML: the key on line {line} follows the value on line {} at the same indentation",
+            prev_no + 1
+        ),
+        _ => return None,
+    };
+    let columns: Vec<String> = enclosing_keys(&lines, prev_no)
+        .iter()
+        .filter(|(col, _)| *col <= indent)
+        .map(|(col, k)| format!("column {col} (beside '{}')", short(k)))
+        .collect();
+    let help = if columns.is_empty() {
+        "the keys of one mapping start in the same column".to_string()
+    } else {
+        format!(
+            "the keys of one mapping start in the same column: move '{}' left to {}",
+            short(this_key),
+            columns.join(" or ")
+        )
+    };
+    let offset = file.offset(line, indent + 1);
+    Some(file.error_span(offset, content.len(), message, Some(help)))
 }
 
 /// The line of a `---` that follows content (the loader would ignore what follows).
@@ -638,52 +830,6 @@ fn second_document(text: &str) -> Option<usize> {
         }
     }
     None
-}
-
-/// The commonest YAML mistake: a line indented deeper than the line before it,
-/// although that line's value is complete (`key: value`). The scanner then reports
-/// "did not find expected key" somewhere on the line; point at the indentation and
-/// say what lines up with what.
-fn indentation_error(file: &SourceFile, line: usize) -> Option<SpecError> {
-    let lines: Vec<&str> = file.text.lines().collect();
-    let this = *lines.get(line.checked_sub(1)?)?;
-    let indent = this.len() - this.trim_start_matches(' ').len();
-    let content = this.trim();
-    if this[indent..].starts_with('\t') {
-        return Some(file.error_at(
-            line,
-            indent + 1,
-            "this is not valid YAML: a tab indents this line",
-            Some("YAML is indented with spaces only".into()),
-        ));
-    }
-    let (prev_no, prev) = lines[..line - 1]
-        .iter()
-        .enumerate()
-        .rev()
-        .find(|(_, l)| !l.trim().is_empty() && !l.trim().starts_with('#'))?;
-    let prev_indent = prev.len() - prev.trim_start_matches(' ').len();
-    let prev_body = prev.trim().trim_start_matches("- ");
-    let key_end = prev_body.find(": ")?;
-    let has_value = !prev_body[key_end + 2..].trim().is_empty()
-        && !prev_body[key_end + 2..].trim().starts_with('#');
-    if indent <= prev_indent || !has_value || content.is_empty() {
-        return None;
-    }
-    let key_col = prev_indent + (prev.trim().len() - prev_body.len()) + 1;
-    let prev_key = short(&prev_body[..key_end]);
-    let offset = file.offset(line, indent + 1);
-    Some(file.error_span(
-        offset,
-        content.len(),
-        format!(
-            "this is not valid YAML: line {line} is indented deeper than line {}, whose value is already complete",
-            prev_no + 1
-        ),
-        Some(format!(
-            "the keys of one mapping start in the same column: if this line is a key next to '{prev_key}', move it left to column {key_col}; a value belongs on the same line as its key, or on the lines below a key that ends with ':'"
-        )),
-    ))
 }
 
 /// A value quoted in a message, cut if long.
@@ -712,8 +858,17 @@ pub(crate) fn is_null(s: &MarkedScalarNode) -> bool {
     s.may_coerce() && matches!(s.as_str(), "" | "~" | "null" | "Null" | "NULL")
 }
 
+/// Where a node starts. A block mapping's own marker is not where its text starts
+/// (the loader puts it after the parent's colon), so a mapping is located at its
+/// first key.
 pub(crate) fn node_loc(file: &Arc<SourceFile>, node: &Node) -> Loc {
-    Loc::of(file, node.span())
+    match node {
+        Node::Mapping(m) => match m.iter().next() {
+            Some((k, _)) => Loc::of(file, k.span()),
+            None => Loc::of(file, node.span()),
+        },
+        _ => Loc::of(file, node.span()),
+    }
 }
 
 pub(crate) fn scalar(file: &Arc<SourceFile>, s: &MarkedScalarNode) -> Located<String> {
@@ -744,7 +899,10 @@ impl<'a> Map<'a> {
         let what = what.into();
         let Node::Mapping(m) = node else {
             return Err(node_loc(file, node).error(
-                format!("{what} must be a mapping of key: value lines, not {}", describe(node)),
+                format!(
+                    "{what} must be a mapping of key: value lines, not {}",
+                    describe(node)
+                ),
                 Some(format!("for example:\n{example}")),
             ));
         };
@@ -782,7 +940,11 @@ impl<'a> Map<'a> {
 
     fn type_error(&self, key: &str, node: &Node, want: &str, example: &str) -> SpecError {
         node_loc(self.file, node).error(
-            format!("'{key}' in {} must be {want}, not {}", self.what, describe(node)),
+            format!(
+                "'{key}' in {} must be {want}, not {}",
+                self.what,
+                describe(node)
+            ),
             Some(format!("for example:\n{example}")),
         )
     }
@@ -793,19 +955,19 @@ impl<'a> Map<'a> {
             None => Ok(None),
             Some(Node::Scalar(s)) if is_null(s) => Ok(None),
             Some(Node::Scalar(s)) => Ok(Some(scalar(self.file, s))),
-            Some(other) => Err(self.type_error(
-                key,
-                other,
-                "a single value",
-                &format!("{key}: some text"),
-            )),
+            Some(other) => {
+                Err(self.type_error(key, other, "a single value", &format!("{key}: some text")))
+            }
         }
     }
 
     pub fn required_str(&self, key: &str, example: &str) -> Result<Located<String>, SpecError> {
         match self.str(key)? {
             Some(s) if !s.trim().is_empty() => Ok(s),
-            Some(s) => Err(s.error(format!("'{key}' must not be empty"), Some(format!("for example:\n{example}")))),
+            Some(s) => Err(s.error(
+                format!("'{key}' must not be empty"),
+                Some(format!("for example:\n{example}")),
+            )),
             None => Err(self.missing(key, example)),
         }
     }
@@ -879,11 +1041,7 @@ impl<'a> Map<'a> {
     }
 
     /// A mapping of strings to strings, in file order.
-    pub fn str_map(
-        &self,
-        key: &str,
-        example: &str,
-    ) -> Result<Vec<(Located<String>, Located<String>)>, SpecError> {
+    pub fn str_map(&self, key: &str, example: &str) -> Result<Pairs, SpecError> {
         self.entries(key, example)?
             .into_iter()
             .map(|(k, v)| match v {
@@ -991,9 +1149,14 @@ mod tests {
                 help,
                 ..
             } => {
-                assert!(message.contains("line 3 is indented deeper than line 2"), "{message}");
+                assert!(
+                    message.contains("line 3 is indented deeper than line 2"),
+                    "{message}"
+                );
                 assert_eq!(location, "t.yaml:3:9");
-                assert!(help.unwrap().contains("column 5"));
+                assert!(help
+                    .unwrap()
+                    .contains("column 5 (beside 'a') or column 1 (beside 'top')"));
             }
             other => panic!("{other:?}"),
         }

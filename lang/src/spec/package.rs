@@ -9,7 +9,7 @@ use std::sync::Arc;
 use marked_yaml::Node;
 
 use super::recipe::{check_recipe_ref, check_url, env_map, parse_source, DepSpec, Recipe};
-use super::{load_yaml, node_loc, short, top_map, Located, Map, SourceSpec, TopLevel};
+use super::{load_yaml, short, top_map, Located, Map, Pairs, SourceSpec, TopLevel};
 use crate::yaml::{did_you_mean, SourceFile, SpecError};
 
 /// `use: {with: [...], without: [...]}`.
@@ -54,7 +54,7 @@ pub struct PkgFile {
     /// A version override; always comes with `source`.
     pub version: Option<Located<String>>,
     pub source: Option<SourceSpec>,
-    pub env: Vec<(Located<String>, Located<String>)>,
+    pub env: Pairs,
 }
 
 const KEYS: &[&str] = &[
@@ -113,14 +113,23 @@ impl PkgFile {
         let env = env_map(&m)?;
         let version = m.str("version")?;
         let source = match m.map("source", &["url", "sha256"], SOURCE_EXAMPLE)? {
-            Some(s) => Some(parse_source(&s, SOURCE_EXAMPLE, &["https", "http", "ftp", "mirror"])?),
+            Some(s) => Some(parse_source(
+                &s,
+                SOURCE_EXAMPLE,
+                &["https", "http", "ftp", "mirror"],
+            )?),
             None => None,
         };
         match (&version, &source) {
             (Some(v), None) => {
                 return Err(v.error(
-                    format!("a version override ({}) needs a `source:` with its sha256", short(v)),
-                    Some(format!("the recipe's sources are for its own version; for example:\n{SOURCE_EXAMPLE}")),
+                    format!(
+                        "a version override ({}) needs a `source:` with its sha256",
+                        short(v)
+                    ),
+                    Some(format!(
+                    "the recipe's sources are for its own version; for example:\n{SOURCE_EXAMPLE}"
+                )),
                 ))
             }
             (None, Some(_)) => {
@@ -208,8 +217,12 @@ fn parse_patches(m: &Map<'_>, dir: &Path) -> Result<Vec<Patch>, SpecError> {
                 } else {
                     format!("each patch is `PATH_OR_URL: \"description\"`, for example:\n{PATCH_EXAMPLE}")
                 };
-                return Err(node_loc(m.file, other).error(
-                    format!("the patch '{}' needs a description, not {}", short(&key), super::describe(other)),
+                return Err(key.error(
+                    format!(
+                        "the patch '{}' needs a description, not {}",
+                        short(&key),
+                        super::describe(other)
+                    ),
                     Some(help),
                 ));
             }
@@ -235,7 +248,11 @@ fn parse_patches(m: &Map<'_>, dir: &Path) -> Result<Vec<Patch>, SpecError> {
             let rel = Path::new(&written);
             let path = dir.join(rel);
             if written.is_empty() || !path.is_file() {
-                let what = if path.is_dir() { "is a directory" } else { "does not exist" };
+                let what = if path.is_dir() {
+                    "is a directory"
+                } else {
+                    "does not exist"
+                };
                 return Err(key.error(
                     format!("patch file '{}' {what}", short(&written)),
                     Some(format!(
@@ -249,7 +266,10 @@ fn parse_patches(m: &Map<'_>, dir: &Path) -> Result<Vec<Patch>, SpecError> {
         if let Some(first) = patches.iter().find(|p| p.source == source) {
             return Err(key.error(
                 format!("the patch '{}' is listed twice", short(&written)),
-                Some(format!("it is already listed on line {}", first.written.loc.line)),
+                Some(format!(
+                    "it is already listed on line {}",
+                    first.written.loc.line
+                )),
             ));
         }
         patches.push(Patch {
@@ -264,7 +284,10 @@ fn parse_patches(m: &Map<'_>, dir: &Path) -> Result<Vec<Patch>, SpecError> {
 /// The enabled options of `recipe`: its defaults, then `use.with` turned on and
 /// `use.without` turned off. Unknown options and unmet `requires` point at the
 /// user's words.
-pub fn resolve_options(recipe: &Recipe, use_flags: &UseFlags) -> Result<BTreeSet<String>, SpecError> {
+pub fn resolve_options(
+    recipe: &Recipe,
+    use_flags: &UseFlags,
+) -> Result<BTreeSet<String>, SpecError> {
     for o in use_flags.with.iter().chain(use_flags.without.iter()) {
         if recipe.option(o).is_none() {
             let names: Vec<&str> = recipe.options.iter().map(|x| x.name.as_str()).collect();
@@ -289,7 +312,11 @@ pub fn resolve_options(recipe: &Recipe, use_flags: &UseFlags) -> Result<BTreeSet
                 } else {
                     String::new()
                 };
-                format!("{hint}{} has these options:\n{}", recipe.id, list.join("\n"))
+                format!(
+                    "{hint}{} has these options:\n{}",
+                    recipe.id,
+                    list.join("\n")
+                )
             };
             return Err(o.error(
                 format!("unknown build option '{}' for {}", short(o), recipe.id),

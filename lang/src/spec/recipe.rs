@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use marked_yaml::Node;
 
-use super::{check_sha256, load_yaml, node_loc, short, top_map, Located, Map, TopLevel};
+use super::{check_sha256, load_yaml, node_loc, short, top_map, Located, Map, Pairs, TopLevel};
 use crate::yaml::{SourceFile, SpecError};
 
 /// A recipe at an exact version: `CATEGORY/NAME-VERSION`.
@@ -105,7 +105,7 @@ pub struct OptionDef {
     pub configure_flags: Vec<Located<String>>,
     pub build_depends: Vec<Located<DepSpec>>,
     pub runtime_depends: Vec<Located<DepSpec>>,
-    pub env: Vec<(Located<String>, Located<String>)>,
+    pub env: Pairs,
     /// Options that must be enabled too when this one is.
     pub requires: Vec<Located<String>>,
 }
@@ -139,7 +139,7 @@ pub struct Recipe {
     /// Flags for every build of this recipe (before the options').
     pub configure_flags: Vec<Located<String>>,
     /// Environment for every build of this recipe (options' and pkg.yaml's win).
-    pub env: Vec<(Located<String>, Located<String>)>,
+    pub env: Pairs,
     /// In file order.
     pub options: Vec<OptionDef>,
     pub phases: Phases,
@@ -174,7 +174,8 @@ const SOURCE_KEYS: &[&str] = &["url", "sha256"];
 
 const EXAMPLE: &str = "  name: hello\n  version: 2.10\n  sources:\n    - url: https://ftp.gnu.org/gnu/hello/hello-2.10.tar.gz\n      sha256: 31e066137a962676e89f69d1b65382de95a7ef7d914b8cb956f41ea72e0f516b\n  build-root: debian-12-c";
 const OPTION_EXAMPLE: &str = "  options:\n    ssl:\n      description: HTTPS support\n      default: true\n      configure-flags: [--with-http_ssl_module]\n      build-depends: [debian:libssl-dev]";
-const SOURCE_EXAMPLE: &str = "  sources:\n    - url: https://example.org/foo-1.0.tar.gz\n      sha256: <64 hex digits>";
+const SOURCE_EXAMPLE: &str =
+    "  sources:\n    - url: https://example.org/foo-1.0.tar.gz\n      sha256: <64 hex digits>";
 
 /// Where a recipe file must be: `.../CATEGORY/NAME/NAME-VERSION.yaml`. Returns
 /// (category, directory name, file stem).
@@ -284,7 +285,10 @@ impl Recipe {
 
         let mut options = Vec::new();
         for (key, node) in m.entries("options", OPTION_EXAMPLE)? {
-            if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || "-_+".contains(c))
+            if key.is_empty()
+                || !key
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_+".contains(c))
             {
                 return Err(key.error(
                     format!("'{}' is not a valid option name", short(&key)),
@@ -317,7 +321,11 @@ impl Recipe {
                 let Some(req) = options.iter().find(|x| x.name.value == r.value) else {
                     let names: Vec<&str> = options.iter().map(|x| x.name.as_str()).collect();
                     return Err(r.error(
-                        format!("option '{}' requires '{}', which this recipe does not have", o.name.value, short(r)),
+                        format!(
+                            "option '{}' requires '{}', which this recipe does not have",
+                            o.name.value,
+                            short(r)
+                        ),
                         Some(crate::yaml::did_you_mean(r, &names)),
                     ));
                 };
@@ -334,7 +342,11 @@ impl Recipe {
         }
 
         let mut phases = Phases::default();
-        if let Some(p) = m.map("phases", PHASES, "  phases:\n    build: make -j1\n    install: make install DESTDIR=$out")? {
+        if let Some(p) = m.map(
+            "phases",
+            PHASES,
+            "  phases:\n    build: make -j1\n    install: make install DESTDIR=$out",
+        )? {
             phases = Phases {
                 unpack: p.str("unpack")?,
                 patch: p.str("patch")?,
@@ -421,17 +433,20 @@ pub(crate) fn check_url(url: &Located<String>, schemes: &[&str]) -> Result<(), S
 }
 
 fn dep_list(m: &Map<'_>, key: &str) -> Result<Vec<Located<DepSpec>>, SpecError> {
-    m.str_list(key, &format!("  {key}: [debian:libssl-dev, dev-libs/pcre-8.45]"))?
-        .into_iter()
-        .map(|s| match DepSpec::parse(&s) {
-            Ok(d) => Ok(s.map(|_| d)),
-            Err(msg) => Err(s.error(msg, None)),
-        })
-        .collect()
+    m.str_list(
+        key,
+        &format!("  {key}: [debian:libssl-dev, dev-libs/pcre-8.45]"),
+    )?
+    .into_iter()
+    .map(|s| match DepSpec::parse(&s) {
+        Ok(d) => Ok(s.map(|_| d)),
+        Err(msg) => Err(s.error(msg, None)),
+    })
+    .collect()
 }
 
 /// `env: {NAME: value}` with names a shell accepts.
-pub(crate) fn env_map(m: &Map<'_>) -> Result<Vec<(Located<String>, Located<String>)>, SpecError> {
+pub(crate) fn env_map(m: &Map<'_>) -> Result<Pairs, SpecError> {
     let entries = m.str_map("env", "  env:\n    CFLAGS: -O2")?;
     for (k, _) in &entries {
         let ok = k.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
@@ -525,7 +540,10 @@ mod tests {
     #[test]
     fn path_must_match() {
         let e = parse("r/app-misc/hello/hello-2.11.yaml", GOOD).unwrap_err();
-        assert!(e.to_string().contains("file is named hello-2.11.yaml"), "{e}");
+        assert!(
+            e.to_string().contains("file is named hello-2.11.yaml"),
+            "{e}"
+        );
         let e = parse("r/app-misc/hullo/hello-2.10.yaml", GOOD).unwrap_err();
         assert!(e.to_string().contains("directory of 'hullo'"), "{e}");
     }
@@ -533,12 +551,26 @@ mod tests {
     #[test]
     fn versions() {
         let mut v = vec![
-            "1.22.1", "1.9.0", "1.22.1-p1", "1.22", "1.100.0", "1.22.1a", "1.22~rc1",
+            "1.22.1",
+            "1.9.0",
+            "1.22.1-p1",
+            "1.22",
+            "1.100.0",
+            "1.22.1a",
+            "1.22~rc1",
         ];
         v.sort_by(|a, b| compare_versions(a, b));
         assert_eq!(
             v,
-            ["1.9.0", "1.22~rc1", "1.22", "1.22.1", "1.22.1a", "1.22.1-p1", "1.100.0"]
+            [
+                "1.9.0",
+                "1.22~rc1",
+                "1.22",
+                "1.22.1",
+                "1.22.1a",
+                "1.22.1-p1",
+                "1.100.0"
+            ]
         );
     }
 

@@ -204,10 +204,15 @@ impl Repository {
                 splits.push((&rest[..i], Some(&rest[i + 1..])));
             }
         }
-        let Some(&(name, version)) = splits.iter().find(|(n, _)| names.iter().any(|x| x == n)) else {
+        let Some(&(name, version)) = splits.iter().find(|(n, _)| names.iter().any(|x| x == n))
+        else {
             let guess = splits.get(1).map_or(rest, |s| s.0);
             let ns: Vec<&str> = names.iter().map(String::as_str).collect();
-            let tail = splits.get(1).and_then(|s| s.1).map(|v| format!("-{v}")).unwrap_or_default();
+            let tail = splits
+                .get(1)
+                .and_then(|s| s.1)
+                .map(|v| format!("-{v}"))
+                .unwrap_or_default();
             let help = match closest(guess, &ns) {
                 Some(n) => format!(
                     "did you mean '{category}/{n}{tail}'? {category} has: {}",

@@ -79,10 +79,16 @@ impl Templates {
                             range = Some(r.start + i..r.start + i + root.len());
                         }
                     }
-                    (format!("undefined variable '{root}'"), Some(self.var_help(&root)))
+                    (
+                        format!("undefined variable '{root}'"),
+                        Some(self.var_help(&root)),
+                    )
                 } else {
                     (
-                        format!("{} is undefined", if expr.is_empty() { "a value" } else { &expr }),
+                        format!(
+                            "{} is undefined",
+                            if expr.is_empty() { "a value" } else { &expr }
+                        ),
                         Some("vars are plain strings: they have no attributes or items".into()),
                     )
                 }
@@ -93,11 +99,19 @@ impl Templates {
             ),
             ErrorKind::OutOfFuel => (
                 "this template takes too much work to render".into(),
-                Some(format!("templates may run at most {FUEL} steps; simplify the loops")),
+                Some(format!(
+                    "templates may run at most {FUEL} steps; simplify the loops"
+                )),
             ),
-            ErrorKind::UnknownFilter | ErrorKind::UnknownFunction | ErrorKind::UnknownTest | ErrorKind::UnknownMethod => (
+            ErrorKind::UnknownFilter
+            | ErrorKind::UnknownFunction
+            | ErrorKind::UnknownTest
+            | ErrorKind::UnknownMethod => (
                 format!("template error: {detail}"),
-                Some("see the minijinja documentation for the filters and functions there are".into()),
+                Some(
+                    "see the minijinja documentation for the filters and functions there are"
+                        .into(),
+                ),
             ),
             kind => (
                 if detail.is_empty() {
@@ -118,7 +132,7 @@ impl Templates {
     fn var_help(&self, name: &str) -> String {
         if let Some(at) = self.all.get(name) {
             return format!(
-                "'{name}' is defined on line {}, below this step: a step sees only the vars defined above it",
+                "'{name}' is only defined later, on line {}: a template sees the vars defined above it",
                 at.line
             );
         }
@@ -158,6 +172,15 @@ fn find_word(text: &str, word: &str) -> Option<usize> {
 /// scalar's start: exact for single-line and block scalars; for a folded or escaped
 /// one, fall back to the text around the error, then to the scalar's start.
 pub(crate) fn locate(s: &Located<String>, r: Range<usize>) -> (usize, usize) {
+    // Byte positions from minijinja or serde_json, made safe to slice with.
+    let floor = |i: usize| {
+        let mut i = i.min(s.len());
+        while !s.is_char_boundary(i) {
+            i -= 1;
+        }
+        i
+    };
+    let r = floor(r.start)..floor(r.end.max(r.start));
     let text = &s.loc.file.text;
     let start = s.loc.offset().min(text.len());
     let len = (r.end - r.start).max(1);
@@ -201,13 +224,22 @@ pub(crate) fn locate(s: &Located<String>, r: Range<usize>) -> (usize, usize) {
 /// Where line `line` (0-based), column `col` (0-based, bytes) of the rendered text of
 /// `s` probably is in the file: the same line of the template, found as in [`locate`];
 /// the column is kept only if that line has no template in it.
-pub(crate) fn locate_rendered(s: &Located<String>, rendered: &str, line: usize, col: usize) -> (usize, usize) {
+pub(crate) fn locate_rendered(
+    s: &Located<String>,
+    rendered: &str,
+    line: usize,
+    col: usize,
+) -> (usize, usize) {
     let template_line = s.split('\n').nth(line);
     let rendered_line = rendered.split('\n').nth(line);
     let line_start: usize = s.split('\n').take(line).map(|l| l.len() + 1).sum();
     match template_line {
         Some(t) if line_start <= s.len() => {
-            let col = if Some(t) == rendered_line && col <= t.len() { col } else { 0 };
+            let col = if Some(t) == rendered_line && col <= t.len() {
+                col
+            } else {
+                0
+            };
             let (off, _) = locate(s, line_start + col..line_start + col);
             (off, 1)
         }
@@ -270,7 +302,9 @@ mod tests {
             },
         );
         let t = Templates::new(all);
-        let e = t.render(&at("a: \"{{ late }}\"\n", "{{ late }}", 1, 4)).unwrap_err();
+        let e = t
+            .render(&at("a: \"{{ late }}\"\n", "{{ late }}", 1, 4))
+            .unwrap_err();
         match e {
             SpecError::At { help, .. } => assert!(help.unwrap().contains("line 9")),
             other => panic!("{other:?}"),
