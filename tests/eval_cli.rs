@@ -172,12 +172,25 @@ fn a_missing_or_stale_lock_says_what_to_run() {
     std::fs::write(spec.join("buildit.lock"), lock_text()).unwrap();
     let pkg = spec.join("pkgs/nginx/pkg.yaml");
     let text = std::fs::read_to_string(&pkg).unwrap();
-    std::fs::write(&pkg, text.replace("  with:\n    - ssl\n    - http2", "  without: [ssl]")).unwrap();
+    std::fs::write(
+        &pkg,
+        text.replace("  with:\n    - ssl\n    - http2", "  without: [ssl]"),
+    )
+    .unwrap();
     let err = fails(&t.path().join("root"), &["eval", spec.to_str().unwrap()]);
-    assert!(err.contains("lock entry of package 'pkgs/nginx' is stale"), "{err}");
-    assert!(err.contains("container.yaml:"), "points at the package step: {err}");
+    assert!(
+        err.contains("lock entry of package 'pkgs/nginx' is stale"),
+        "{err}"
+    );
+    assert!(
+        err.contains("container.yaml:"),
+        "points at the package step: {err}"
+    );
     // `buildit lock` brings it up to date, and eval passes again.
     ok(&t.path().join("root"), &["lock", spec.to_str().unwrap()]);
     let plan = eval_json(&t.path().join("root"), &spec);
-    assert_eq!(plan["packages"][0]["options"], serde_json::json!(["gzip", "ipv6", "pcre"]));
+    assert_eq!(
+        plan["packages"][0]["options"],
+        serde_json::json!(["gzip", "ipv6", "pcre"])
+    );
 }

@@ -5,6 +5,6 @@
 pub mod buildroot;
 pub mod debian;
 pub mod lock;
-pub mod spec;
 pub mod lower;
+pub mod spec;
 pub mod yaml;
