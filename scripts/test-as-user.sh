@@ -14,15 +14,20 @@ chmod -R o+rX .
 # target tmp dir: let the user create theirs, as in /tmp.
 mkdir -p target/tmp && chmod 1777 target/tmp
 
-mapfile -t exes < <(cargo test --workspace --locked --no-run --message-format=json 2>/dev/null |
-    grep '"profile":{[^}]*"test":true' | grep -o '"executable":"[^"]*"' | cut -d'"' -f4)
-[ ${#exes[@]} -gt 0 ] || { echo "no test executables found" >&2; exit 1; }
+# Each test executable with its package directory: cargo runs tests from there.
+mapfile -t tests < <(cargo test --workspace --locked --no-run --message-format=json 2>/dev/null |
+    grep '"profile":{[^}]*"test":true' | grep '"executable":"' |
+    sed -E 's/.*"manifest_path":"([^"]*)\/Cargo.toml".*"executable":"([^"]*)".*/\1 \2/')
+[ ${#tests[@]} -gt 0 ] || { echo "no test executables found" >&2; exit 1; }
 
+repo=$PWD
 passed=0 failed=0
-for exe in "${exes[@]}"; do
+for t in "${tests[@]}"; do
+    dir=${t%% *} exe=${t#* }
     echo "== as $user: ${exe#$PWD/}"
-    if (runuser -u "$user" -- env -i HOME="$home" PATH=/usr/local/bin:/usr/bin:/bin \
-            TMPDIR=/tmp LANG=C.UTF-8 "$exe" --test-threads=2 -q); then
+    if (cd "$dir" && runuser -u "$user" -- env -i HOME="$home" PATH=/usr/local/bin:/usr/bin:/bin \
+            TMPDIR=/tmp LANG=C.UTF-8 INSTA_WORKSPACE_ROOT="$repo" INSTA_UPDATE=no \
+            "$exe" --test-threads=2 -q); then
         passed=$((passed + 1))
     else
         failed=$((failed + 1))

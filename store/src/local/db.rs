@@ -59,6 +59,26 @@ fn parse_path(s: String) -> Result<StorePath, StoreError> {
 
 impl Db {
     pub fn open(file: &Path) -> Result<Db, StoreError> {
+        // Switching a new database to WAL needs an exclusive lock, and SQLite does
+        // not always call the busy handler for it: several processes opening a fresh
+        // store at once retry here instead of failing.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let mut pause = Duration::from_millis(5);
+        loop {
+            match Self::try_open(file) {
+                Err(StoreError::Sqlite(e))
+                    if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(200));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn try_open(file: &Path) -> Result<Db, StoreError> {
         let conn = Connection::open(file)?;
         conn.busy_timeout(Duration::from_secs(600))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
