@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Build buildit and run its main job on a sample.
 #
-# Today the main job is a store round trip on samples/store-demo: add the tree to a
-# fresh store, show its metadata, dump and restore its NAR, verify, collect garbage.
+# Today the main job is: a store round trip on samples/store-demo (add the tree to a
+# fresh store, show its metadata, dump and restore its NAR, verify, collect garbage),
+# then the seed's scenario samples/nginx-prod locked against the host's apt and
+# lowered to derivations (`buildit lock`, `buildit eval`). Building it comes with the
+# sandbox (`buildit samples/nginx-prod`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/deps.sh
@@ -25,3 +28,9 @@ $bi store hash-path "$work/restored"
 $bi store verify --check-contents
 rm "$work/result"
 $bi store gc
+
+cp -r samples/nginx-prod "$work/nginx-prod"
+$bi lock "$work/nginx-prod"
+$bi eval "$work/nginx-prod"
+drv=$($bi eval --json "$work/nginx-prod" | sed -n 's/.*"drv": "\(.*\)",/\1/p' | head -1)
+$bi show-derivation "$drv" | head -40

@@ -273,6 +273,22 @@ mod tests {
         let d3 = lower_build(&mut DrvSet::default(), &store, &spec(&patch)).unwrap();
         assert_ne!(d1, d3, "one patch byte changes the build");
 
+        // A remote patch is a fixed-output fetch, applied in its place in the order.
+        let mut remote = spec(&patch);
+        remote.patches.insert(
+            0,
+            Patch::Remote(Fetched {
+                url: "https://example.invalid/fix-overrun.patch".into(),
+                sha256: "ab".repeat(32),
+            }),
+        );
+        let mut s4 = DrvSet::default();
+        let d4 = lower_build(&mut s4, &store, &remote).unwrap();
+        let drv4 = s4.get(&d4).unwrap();
+        assert_eq!(drv4.input_drvs.len(), 2, "source and patch fetches");
+        let order: Vec<&str> = drv4.env["patches"].split(' ').collect();
+        assert!(order[0].ends_with("-fix-overrun.patch") && order[1].ends_with("-fix.patch"));
+
         let mut bad = spec(&patch);
         bad.phases.insert("compile".into(), "x".into());
         let e = lower_build(&mut DrvSet::default(), &store, &bad).unwrap_err();
