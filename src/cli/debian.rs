@@ -130,6 +130,28 @@ impl SourceArgs {
     }
 }
 
+type NamedOp = fn(
+    &buildit_store::LocalStore,
+    &LockFile,
+    &[String],
+    &crate::ops::debian::FetchOptions,
+    &(dyn Fn(&str) + Sync),
+) -> Result<Vec<(String, buildit_store::StorePath)>, crate::build::BuildError>;
+
+/// `fetch` and `unpack`: an operation on locked packages, printing their store paths.
+fn named(
+    global: &Global,
+    src: &SourceArgs,
+    packages: &[String],
+    json: bool,
+    op: NamedOp,
+) -> CliResult<()> {
+    let store = global.open_store()?;
+    let lock = src.load_lock()?;
+    let paths = op(&store, &lock, packages, &src.options(), &progress)?;
+    print_paths(&paths, json)
+}
+
 /// One status line per step on stderr, as the seed's output does.
 fn progress(line: &str) {
     eprintln!("{line}");
@@ -156,24 +178,12 @@ pub fn exec(global: &Global, args: Args) -> CliResult<()> {
             src,
             json,
             packages,
-        } => {
-            let store = global.open_store()?;
-            let lock = src.load_lock()?;
-            let paths =
-                crate::ops::debian::fetch(&store, &lock, &packages, &src.options(), &progress)?;
-            print_paths(&paths, json)
-        }
+        } => named(global, &src, &packages, json, crate::ops::debian::fetch),
         Cmd::Unpack {
             src,
             json,
             packages,
-        } => {
-            let store = global.open_store()?;
-            let lock = src.load_lock()?;
-            let paths =
-                crate::ops::debian::unpack(&store, &lock, &packages, &src.options(), &progress)?;
-            print_paths(&paths, json)
-        }
+        } => named(global, &src, &packages, json, crate::ops::debian::unpack),
         Cmd::BuildRoot {
             src,
             out_link,

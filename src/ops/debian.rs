@@ -1,12 +1,11 @@
 //! Debian operations behind `buildit debian …`: lock a build root's closure, fetch
 //! locked `.deb`s, build a build root.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use buildit_lang::buildroot::BuildRootDef;
 use buildit_lang::debian::{lower_build_root, lower_package, DrvSet};
-use buildit_lang::lock::{LockFile, LockedBuildRoot};
+use buildit_lang::lock::{DebianPackage, LockFile, LockedBuildRoot};
 use buildit_store::{LocalStore, StorePath};
 
 use crate::build::{BuildError, Realiser, Report};
@@ -97,6 +96,48 @@ fn realise(
     Ok(report)
 }
 
+fn not_locked(name: &str) -> BuildError {
+    BuildError::Invalid(format!(
+        "package '{name}' is not in the lock file; run `buildit debian lock {name}` first"
+    ))
+}
+
+/// The locked packages named (all of them when `names` is empty).
+fn locked<'a>(
+    lock: &'a LockFile,
+    names: &'a [String],
+) -> Result<Vec<(&'a String, &'a DebianPackage)>, BuildError> {
+    if names.is_empty() {
+        return Ok(lock.debian.iter().collect());
+    }
+    names
+        .iter()
+        .map(|n| {
+            lock.debian
+                .get(n)
+                .map(|p| (n, p))
+                .ok_or_else(|| not_locked(n))
+        })
+        .collect()
+}
+
+/// Write `set`, realise the named `.drv`s, and return each name with its output.
+fn realise_named(
+    store: &LocalStore,
+    opts: &FetchOptions,
+    set: &DrvSet,
+    targets: Vec<(String, StorePath)>,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<Vec<(String, StorePath)>, BuildError> {
+    write_derivations(store, set)?;
+    let drvs: Vec<StorePath> = targets.iter().map(|(_, p)| p.clone()).collect();
+    realise(store, opts, &drvs, progress)?;
+    Ok(targets
+        .into_iter()
+        .map(|(n, p)| (n, set.out(&p).cloned().expect("lowered with an out")))
+        .collect())
+}
+
 /// Fetch the locked `.deb`s named (all when `names` is empty) into the store.
 pub fn fetch(
     store: &LocalStore,
@@ -105,13 +146,9 @@ pub fn fetch(
     opts: &FetchOptions,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<Vec<(String, StorePath)>, BuildError> {
-    let wanted: BTreeSet<&String> = names.iter().collect();
     let mut set = DrvSet::default();
     let mut targets = Vec::new();
-    for (name, pkg) in &lock.debian {
-        if !wanted.is_empty() && !wanted.contains(name) {
-            continue;
-        }
+    for (name, pkg) in locked(lock, names)? {
         let drv = buildit_lang::debian::fetch_deb(pkg)
             .map_err(|m| BuildError::Invalid(format!("{name}: {m}")))?;
         let p = set
@@ -119,20 +156,7 @@ pub fn fetch(
             .map_err(|e| BuildError::Invalid(e.to_string()))?;
         targets.push((name.clone(), p));
     }
-    for n in &wanted {
-        if !lock.debian.contains_key(*n) {
-            return Err(BuildError::Invalid(format!(
-                "package '{n}' is not in the lock file; run `buildit debian lock {n}` first"
-            )));
-        }
-    }
-    write_derivations(store, &set)?;
-    let drvs: Vec<StorePath> = targets.iter().map(|(_, p)| p.clone()).collect();
-    realise(store, opts, &drvs, progress)?;
-    Ok(targets
-        .into_iter()
-        .map(|(n, p)| (n, set.out(&p).cloned().expect("fetch has out")))
-        .collect())
+    realise_named(store, opts, &set, targets, progress)
 }
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -171,22 +195,9 @@ pub fn unpack(
 ) -> Result<Vec<(String, StorePath)>, BuildError> {
     let mut set = DrvSet::default();
     let mut targets = Vec::new();
-    for n in names {
-        let pkg = lock.debian.get(n).ok_or_else(|| {
-            BuildError::Invalid(format!(
-                "package '{n}' is not in the lock file; run `buildit debian lock {n}` first"
-            ))
-        })?;
-        targets.push((
-            n.clone(),
-            lower_package(&mut set, n, pkg).map_err(BuildError::Invalid)?,
-        ));
+    for (name, pkg) in locked(lock, names)? {
+        let drv = lower_package(&mut set, name, pkg).map_err(BuildError::Invalid)?;
+        targets.push((name.clone(), drv));
     }
-    write_derivations(store, &set)?;
-    let drvs: Vec<StorePath> = targets.iter().map(|(_, p)| p.clone()).collect();
-    realise(store, opts, &drvs, progress)?;
-    Ok(targets
-        .into_iter()
-        .map(|(n, p)| (n, set.out(&p).cloned().expect("unpack has out")))
-        .collect())
+    realise_named(store, opts, &set, targets, progress)
 }
