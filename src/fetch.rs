@@ -7,11 +7,13 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use buildit_store::hash::HashingWriter;
 use buildit_store::{Derivation, DerivationOutput, FileIngestion, Hash, LocalStore, StorePath};
 use thiserror::Error;
+use ureq::tls::{parse_pem, Certificate, PemItem, RootCerts, TlsConfig};
 
 #[derive(Debug, Error)]
 pub enum FetchError {
@@ -203,13 +205,74 @@ fn find_in_dir(dir: &Path, name: &str) -> Vec<PathBuf> {
     found
 }
 
+/// The environment variable naming a PEM bundle of trusted TLS roots, as curl,
+/// OpenSSL and git read it.
+pub const SSL_CERT_FILE: &str = "SSL_CERT_FILE";
+
+/// The agent every download goes through, built once per process (it keeps the
+/// connection pool), and which roots it trusts: exactly the certificates of
+/// `$SSL_CERT_FILE` when that is set and not empty, otherwise the built-in webpki
+/// roots. A bad bundle is an error of every download, naming the file.
+fn agent() -> Result<&'static (ureq::Agent, String), String> {
+    static AGENT: OnceLock<Result<(ureq::Agent, String), String>> = OnceLock::new();
+    AGENT
+        .get_or_init(|| {
+            let mut config = ureq::Agent::config_builder()
+                .timeout_connect(Some(Duration::from_secs(20)))
+                .timeout_per_read(Some(Duration::from_secs(60)));
+            let trusted = match std::env::var_os(SSL_CERT_FILE).filter(|f| !f.is_empty()) {
+                Some(file) => {
+                    let file = Path::new(&file);
+                    let roots = pem_roots(file)?;
+                    config = config.tls_config(
+                        TlsConfig::builder()
+                            .root_certs(RootCerts::from(roots))
+                            .build(),
+                    );
+                    format!("the certificates in {SSL_CERT_FILE}={}", file.display())
+                }
+                None => format!(
+                    "the built-in webpki roots; set {SSL_CERT_FILE} to a PEM bundle to trust others"
+                ),
+            };
+            Ok((config.build().into(), trusted))
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// The certificates of a PEM bundle; other PEM items (keys, CRLs) are skipped, as
+/// OpenSSL does. A file that cannot be read, is not valid PEM or holds no
+/// certificate is an error naming it.
+fn pem_roots(file: &Path) -> Result<Vec<Certificate<'static>>, String> {
+    let bad = |why: String| format!("{SSL_CERT_FILE}={}: {why}", file.display());
+    let pem = fs::read(file).map_err(|e| bad(e.to_string()))?;
+    let mut certs = Vec::new();
+    for item in parse_pem(&pem) {
+        if let PemItem::Certificate(c) = item.map_err(|e| bad(format!("invalid PEM: {e}")))? {
+            certs.push(c);
+        }
+    }
+    if certs.is_empty() {
+        return Err(bad(
+            "no certificate in it (expected PEM blocks \"-----BEGIN CERTIFICATE-----\")".into(),
+        ));
+    }
+    Ok(certs)
+}
+
 fn http_get(url: &str) -> Result<impl Read, String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_connect(Some(Duration::from_secs(20)))
-        .timeout_per_read(Some(Duration::from_secs(60)))
-        .build()
-        .into();
-    let resp = agent.get(url).call().map_err(|e| e.to_string())?;
+    let (agent, trusted) = agent()?;
+    let resp = agent.get(url).call().map_err(|e| match e {
+        // TLS failures (an untrusted server certificate, say) reach us as rustls
+        // errors, or wrapped by the TLS stream as I/O errors of kind InvalidData (which
+        // plain TCP does not produce): say which roots were trusted.
+        ureq::Error::Rustls(e) => format!("TLS: {e} (trusted: {trusted})"),
+        ureq::Error::Io(e) if e.kind() == io::ErrorKind::InvalidData => {
+            format!("TLS: {e} (trusted: {trusted})")
+        }
+        e => e.to_string(),
+    })?;
     Ok(resp.into_body().into_with_config().limit(u64::MAX).reader())
 }
 
@@ -247,4 +310,61 @@ pub fn fetch_unpinned(store: &LocalStore, url: &str) -> Result<String, String> {
         )
         .map_err(|e| e.to_string())?;
     Ok(hash.to_hex())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pem(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn pem_roots_takes_certificates_and_names_a_bad_file() {
+        let t = tempfile::tempdir().unwrap();
+        // Certificates are kept, other items skipped (DER is checked by rustls later).
+        let two = pem(
+            t.path(),
+            "two.pem",
+            "junk before\n-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\n\
+             -----BEGIN PRIVATE KEY-----\nMAA=\n-----END PRIVATE KEY-----\n\
+             -----BEGIN CERTIFICATE-----\nMAMCAQE=\n-----END CERTIFICATE-----\n",
+        );
+        let certs = pem_roots(&two).unwrap();
+        assert_eq!(certs.len(), 2);
+        assert_eq!(certs[1].der(), [0x30, 0x03, 0x02, 0x01, 0x01]);
+
+        let missing = t.path().join("missing.pem");
+        let e = pem_roots(&missing).unwrap_err();
+        assert!(
+            e.starts_with(&format!("SSL_CERT_FILE={}: ", missing.display())),
+            "{e}"
+        );
+        for (name, text) in [
+            ("empty.pem", ""),
+            ("text.pem", "not a certificate\n"),
+            (
+                "key.pem",
+                "-----BEGIN PRIVATE KEY-----\nMAA=\n-----END PRIVATE KEY-----\n",
+            ),
+        ] {
+            let p = pem(t.path(), name, text);
+            let e = pem_roots(&p).unwrap_err();
+            assert!(e.contains(&p.display().to_string()), "{e}");
+            assert!(e.contains("no certificate"), "{name}: {e}");
+        }
+        let broken = pem(
+            t.path(),
+            "broken.pem",
+            "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n",
+        );
+        let e = pem_roots(&broken).unwrap_err();
+        assert!(
+            e.contains(&broken.display().to_string()) && e.contains("invalid PEM"),
+            "{e}"
+        );
+    }
 }

@@ -113,11 +113,24 @@ fn same_drv_paths_from_any_root_and_any_copy() {
         pa["images"][0]["manifest"]["name"],
         "nginx-production-1.22.1-p1"
     );
-    // Evaluating again changes nothing.
+    // Evaluating again changes nothing, whatever way the directory is written.
     assert_eq!(
         eval_json(&t.path().join("root1"), &a)["packages"],
         pa["packages"]
     );
+    let out = Command::new(env!("CARGO_BIN_EXE_buildit"))
+        .current_dir(t.path())
+        .args(["--root", "root1", "eval", "--json", "./a/"])
+        .env_remove("BUILDIT_ROOT")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rel: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rel["packages"], pa["packages"]);
 }
 
 #[test]

@@ -42,7 +42,10 @@ pub fn sample_recipes() -> PathBuf {
 }
 
 pub fn load(dir: &Path) -> Result<Spec, SpecError> {
-    load_spec(dir, &sample_recipes())
+    // One spelling of the directory, whatever the user typed (`s`, `./s/`, a symlink):
+    // lock keys are paths relative to it.
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    load_spec(&dir, &sample_recipes())
 }
 
 fn all_packages(spec: &Spec) -> Vec<&Package> {
