@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Seed the corpora and fuzz every buildit-store target for SECONDS each (default
-# 60), one job at a time. For humans and optional CI jobs; the test suite does not
+# Seed the corpora and fuzz every target of store/fuzz (buildit-store's parsers, and
+# spec_yaml for buildit-lang's spec parsers) for SECONDS each (default 60), one job
+# at a time. For humans and optional CI jobs; the test suite does not
 # call it. Needs cargo-fuzz (`cargo install cargo-fuzz --locked`) and python3.
 #
 #   scripts/fuzz.sh [SECONDS]
@@ -16,7 +17,7 @@ seconds=${1:-60}
 case $seconds in
     '' | *[!0-9]*) echo "usage: $0 [SECONDS]" >&2; exit 2 ;;
 esac
-targets=${FUZZ_TARGETS:-nar_reader aterm narinfo store_path}
+targets=${FUZZ_TARGETS:-nar_reader aterm narinfo store_path spec_yaml}
 sanitizer=${FUZZ_SANITIZER:-address}
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
