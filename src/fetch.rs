@@ -11,7 +11,9 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use buildit_store::hash::HashingWriter;
-use buildit_store::{Derivation, DerivationOutput, FileIngestion, Hash, LocalStore, StorePath};
+use buildit_store::{
+    Derivation, DerivationOutput, FileIngestion, Hash, HashAlgo, LocalStore, StorePath,
+};
 use thiserror::Error;
 use ureq::tls::{parse_pem, Certificate, PemItem, RootCerts, TlsConfig};
 
@@ -139,15 +141,12 @@ impl Fetcher {
     ) -> Result<(), String> {
         let tmp = store.temp_tree().map_err(|e| e.to_string())?;
         let file = tmp.path();
-        let (got, _, _) = match candidate {
+        let got = match candidate {
             Candidate::File(p) => {
                 let mut src = fs::File::open(p).map_err(|e| e.to_string())?;
-                copy_hashing(&mut src, file, expected)?
+                copy_hashing(&mut src, file, expected.algo())?
             }
-            Candidate::Url(u) => {
-                let mut body = http_get(u)?;
-                copy_hashing(&mut body, file, expected)?
-            }
+            Candidate::Url(u) => copy_hashing(&mut http_get(u)?, file, expected.algo())?,
         };
         if method == FileIngestion::Flat && got != *expected {
             return Err(format!(
@@ -277,37 +276,22 @@ fn http_get(url: &str) -> Result<impl Read, String> {
 }
 
 /// Copy into `dest` while hashing with the expected hash's algorithm.
-fn copy_hashing(
-    src: &mut impl Read,
-    dest: &Path,
-    expected: &Hash,
-) -> Result<(Hash, u64, ()), String> {
+fn copy_hashing(src: &mut impl Read, dest: &Path, algo: HashAlgo) -> Result<Hash, String> {
     let f = fs::File::create_new(dest).map_err(|e| format!("{}: {e}", dest.display()))?;
-    let mut w = HashingWriter::new(io::BufWriter::with_capacity(1 << 16, f), expected.algo());
+    let mut w = HashingWriter::new(io::BufWriter::with_capacity(1 << 16, f), algo);
     io::copy(src, &mut w).map_err(|e| format!("download failed: {e}"))?;
     w.flush().map_err(|e| e.to_string())?;
-    let (h, n, _) = w.finish();
-    Ok((h, n, ()))
+    Ok(w.finish().0)
 }
 
 /// Download a URL whose hash is not known yet (a remote patch, when locking), keep it
 /// in the store as a flat sha256 fixed-output path, and return its sha256 in hex.
 pub fn fetch_unpinned(store: &LocalStore, url: &str) -> Result<String, String> {
     let tmp = store.temp_tree().map_err(|e| e.to_string())?;
-    let f = fs::File::create_new(tmp.path()).map_err(|e| e.to_string())?;
-    let mut w = HashingWriter::new(io::BufWriter::new(f), buildit_store::HashAlgo::Sha256);
-    let mut body = http_get(url)?;
-    io::copy(&mut body, &mut w).map_err(|e| format!("download failed: {e}"))?;
-    w.flush().map_err(|e| e.to_string())?;
-    let (hash, _, _) = w.finish();
+    let hash = copy_hashing(&mut http_get(url)?, tmp.path(), HashAlgo::Sha256)?;
     let name = buildit_lang::debian::store_name(url.rsplit('/').next().unwrap_or("download"));
     store
-        .add_path(
-            tmp.path(),
-            &name,
-            FileIngestion::Flat,
-            buildit_store::HashAlgo::Sha256,
-        )
+        .add_path(tmp.path(), &name, FileIngestion::Flat, HashAlgo::Sha256)
         .map_err(|e| e.to_string())?;
     Ok(hash.to_hex())
 }
