@@ -398,3 +398,15 @@ mod tests {
         assert_eq!(e.to_string(), "invalid file name 'a\\nb' at offset 0");
     }
 }
+
+/// Frames byte strings the way a NAR does, for tests that build NARs by hand.
+#[cfg(test)]
+pub(crate) fn framed(items: &[&[u8]]) -> Vec<u8> {
+    let mut v = Vec::new();
+    for s in items {
+        v.extend_from_slice(&(s.len() as u64).to_le_bytes());
+        v.extend_from_slice(s);
+        v.resize(v.len() + padding_len(s.len() as u64), 0);
+    }
+    v
+}

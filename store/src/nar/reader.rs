@@ -706,16 +706,7 @@ fn parse_entry_name<R: Read>(input: &mut Input<R>, prev: &mut Vec<u8>) -> Result
 mod tests {
     use super::*;
 
-    /// Builds NAR bytes from strings, each framed as a NAR string.
-    fn framed(items: &[&[u8]]) -> Vec<u8> {
-        let mut v = Vec::new();
-        for s in items {
-            v.extend_from_slice(&(s.len() as u64).to_le_bytes());
-            v.extend_from_slice(s);
-            v.resize(v.len() + padding_len(s.len() as u64), 0);
-        }
-        v
-    }
+    use crate::nar::framed;
 
     fn file_nar(contents: &[u8]) -> Vec<u8> {
         framed(&[

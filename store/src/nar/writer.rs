@@ -570,16 +570,7 @@ fn changed(path: &Path, detail: impl Into<String>) -> NarError {
 mod tests {
     use super::*;
 
-    /// Frames strings the way a NAR does, for building expected output by hand.
-    fn framed(items: &[&[u8]]) -> Vec<u8> {
-        let mut v = Vec::new();
-        for s in items {
-            v.extend_from_slice(&(s.len() as u64).to_le_bytes());
-            v.extend_from_slice(s);
-            v.resize(v.len() + padding_len(s.len() as u64), 0);
-        }
-        v
-    }
+    use crate::nar::framed;
 
     fn finish(w: NarWriter<Vec<u8>>) -> Vec<u8> {
         let (out, size) = w.finish().unwrap();
