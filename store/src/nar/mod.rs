@@ -320,6 +320,18 @@ impl fmt::Display for InEntry<'_> {
     }
 }
 
+/// Frames byte strings the way a NAR does, for tests that build NARs by hand.
+#[cfg(test)]
+pub(crate) fn framed(items: &[&[u8]]) -> Vec<u8> {
+    let mut v = Vec::new();
+    for s in items {
+        v.extend_from_slice(&(s.len() as u64).to_le_bytes());
+        v.extend_from_slice(s);
+        v.resize(v.len() + padding_len(s.len() as u64), 0);
+    }
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -399,14 +411,3 @@ mod tests {
     }
 }
 
-/// Frames byte strings the way a NAR does, for tests that build NARs by hand.
-#[cfg(test)]
-pub(crate) fn framed(items: &[&[u8]]) -> Vec<u8> {
-    let mut v = Vec::new();
-    for s in items {
-        v.extend_from_slice(&(s.len() as u64).to_le_bytes());
-        v.extend_from_slice(s);
-        v.resize(v.len() + padding_len(s.len() as u64), 0);
-    }
-    v
-}
