@@ -410,4 +410,3 @@ mod tests {
         assert_eq!(e.to_string(), "invalid file name 'a\\nb' at offset 0");
     }
 }
-
