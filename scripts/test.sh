@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/deps.sh
 need_cargo
-# nix-bin: real Nix 2.8 as an oracle for formats.
-apt_install gcc libc6-dev nix-bin util-linux
+# nix-bin: real Nix 2.8 as an oracle for formats; python3 and openssl: a loopback
+# HTTPS server for the remote-patch test.
+apt_install gcc libc6-dev nix-bin util-linux python3 openssl dpkg apt
 
 cargo test --workspace --locked
 
