@@ -8,3 +8,4 @@ pub mod cli;
 pub mod debian;
 pub mod fetch;
 pub mod ops;
+pub mod sandbox;

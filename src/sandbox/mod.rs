@@ -1,0 +1,451 @@
+//! Rootless build sandbox: runs a command in new user, mount, PID, network,
+//! UTS and IPC namespaces, with no setuid helper and no bubblewrap.
+//!
+//! Process layout (see ARCHITECTURE.md "Builds"):
+//!
+//! ```text
+//! caller ── fork ──> helper (host PID ns) ── unshare(user), id maps,
+//!                      │                     unshare(mnt|pid|net|uts|ipc)
+//!                      └─ fork ──> init (PID 1 inside): builds the root on a
+//!                                    │  tmpfs, pivot_root, hostname, `lo` up
+//!                                    └─ fork ──> command (PID 2): stdio,
+//!                                                 umask 022, cwd, execve
+//! ```
+//!
+//! Init reaps every process and, when the command exits, writes the command's
+//! raw wait status to the caller and exits: the kernel then kills whatever is
+//! left in the PID namespace (background daemons do not survive a build). The
+//! timeout kills init with SIGKILL, which also takes the whole namespace down.
+//! Errors before `execve` travel through a close-on-exec pipe as text, so the
+//! caller gets "mount overlay …: EPERM: …" rather than an exit code.
+//!
+//! The root: a tmpfs; each top-level entry of the merged root layers is bound
+//! into it read-only (directories and files) or copied (symlinks); then the
+//! store paths, other read-only binds and writable binds at their logical
+//! places; a minimal `/dev`, a tmpfs `/tmp`, a fresh `/proc`. Finally `/`
+//! itself is made read-only. Inside, the command runs as `uid`/`gid` (default
+//! 1000/1000, like Nix's build users) with no capabilities, even as uid 0.
+
+mod child;
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
+
+use nix::fcntl::OFlag;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::waitpid;
+use nix::unistd::{fork, ForkResult, Pid};
+
+/// What to run and what the command sees.
+#[derive(Debug)]
+pub struct SandboxSpec {
+    /// Trees merged read-only as `/`, first = bottom. One layer is bound
+    /// directly; several are merged with overlayfs (`userxattr`), which needs
+    /// kernel support for overlay in user namespaces (Linux >= 5.11).
+    pub root_layers: Vec<PathBuf>,
+    /// (physical path, logical path under `/store/`), bound read-only.
+    pub store_paths: Vec<(PathBuf, String)>,
+    /// Other read-only binds (physical, absolute logical path), e.g. a host
+    /// `/usr` in tests.
+    pub read_only: Vec<(PathBuf, String)>,
+    /// Writable binds (physical, absolute logical path): the output dir, `/build`.
+    pub writable: Vec<(PathBuf, String)>,
+    /// The complete environment: nothing is inherited.
+    pub env: Vec<(String, String)>,
+    /// Working directory inside.
+    pub cwd: String,
+    /// Command; `argv[0]` without a `/` is looked up in the `PATH` of `env`
+    /// (default `/usr/bin:/bin`) inside the sandbox.
+    pub argv: Vec<String>,
+    /// Ids inside the sandbox; the caller's uid/gid map to them.
+    pub uid: u32,
+    pub gid: u32,
+    pub hostname: String,
+    /// Kill everything (SIGKILL) after this long.
+    pub timeout: Option<Duration>,
+    /// Receives the command's stdout and stderr; `None` = `/dev/null`.
+    /// stdin is always `/dev/null`.
+    pub log: Option<File>,
+}
+
+impl SandboxSpec {
+    /// A spec with the defaults: uid/gid 1000, hostname `localhost`, cwd `/`,
+    /// no layers, no binds, empty environment, no timeout, no log.
+    pub fn new<S: Into<String>>(argv: impl IntoIterator<Item = S>) -> Self {
+        SandboxSpec {
+            root_layers: Vec::new(),
+            store_paths: Vec::new(),
+            read_only: Vec::new(),
+            writable: Vec::new(),
+            env: Vec::new(),
+            cwd: "/".into(),
+            argv: argv.into_iter().map(Into::into).collect(),
+            uid: 1000,
+            gid: 1000,
+            hostname: "localhost".into(),
+            timeout: None,
+            log: None,
+        }
+    }
+}
+
+/// How the command ended.
+#[derive(Debug, Clone, Copy)]
+pub struct Outcome {
+    /// The command's wait status (SIGKILL when the timeout fired first).
+    pub status: ExitStatus,
+    /// The timeout fired and the sandbox was killed.
+    pub timed_out: bool,
+    pub elapsed: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("invalid sandbox spec: {0}")]
+    Spec(String),
+    /// Setting up the sandbox or exec'ing the command failed; the message
+    /// comes from inside and names the failing step.
+    #[error("sandbox setup failed: {0}")]
+    Setup(String),
+    #[error("sandbox: {context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(nix::Error) -> SandboxError {
+    let context = context.into();
+    move |e| SandboxError::Io {
+        context,
+        source: std::io::Error::from(e),
+    }
+}
+
+/// A bind mount to make, in order.
+#[derive(Debug)]
+pub(crate) struct Bind {
+    pub src: PathBuf,
+    pub dst: String,
+    pub writable: bool,
+}
+
+/// Everything the children need, validated and converted before `fork`.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    pub scratch: PathBuf,
+    pub layers: Vec<PathBuf>,
+    pub binds: Vec<Bind>,
+    pub argv: Vec<CString>,
+    pub env: Vec<CString>,
+    pub path_dirs: Vec<String>,
+    pub cwd: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub outer_uid: u32,
+    pub outer_gid: u32,
+    pub hostname: String,
+    pub log_fd: RawFd,
+    /// Host paths of device nodes bound into `/dev`.
+    pub devices: Vec<&'static str>,
+}
+
+/// Descriptors the children write to.
+pub(crate) struct ChildFds {
+    pub err_w: RawFd,
+    pub pid_w: RawFd,
+    pub status_w: RawFd,
+    pub caller: Pid,
+}
+
+fn check_logical(p: &str, what: &str) -> Result<(), SandboxError> {
+    let bad = !p.starts_with('/')
+        || p == "/"
+        || p.contains('\0')
+        || p.split('/').any(|c| c == "." || c == "..");
+    if bad {
+        return Err(SandboxError::Spec(format!(
+            "{what} target {p:?} must be an absolute normal path other than /"
+        )));
+    }
+    let top = p.trim_start_matches('/').split('/').next().unwrap_or("");
+    if matches!(top, "proc" | "dev") {
+        return Err(SandboxError::Spec(format!(
+            "{what} target {p:?}: /proc and /dev are provided by the sandbox"
+        )));
+    }
+    Ok(())
+}
+
+fn cstring(s: &[u8], what: &str) -> Result<CString, SandboxError> {
+    CString::new(s).map_err(|_| SandboxError::Spec(format!("{what} contains a NUL byte")))
+}
+
+fn plan(spec: &SandboxSpec, scratch: PathBuf, log_fd: RawFd) -> Result<Plan, SandboxError> {
+    if spec.argv.is_empty() {
+        return Err(SandboxError::Spec("empty argv".into()));
+    }
+    if spec.root_layers.is_empty() {
+        return Err(SandboxError::Spec("no root layer".into()));
+    }
+    for l in &spec.root_layers {
+        let s = l.as_os_str().as_bytes();
+        if !l.is_absolute()
+            || (spec.root_layers.len() > 1 && (s.contains(&b':') || s.contains(&b',')))
+        {
+            return Err(SandboxError::Spec(format!(
+                "root layer {l:?} must be absolute (and, for overlay, without ':' or ',')"
+            )));
+        }
+        if !l.is_dir() {
+            return Err(SandboxError::Spec(format!(
+                "root layer {l:?} is not a directory"
+            )));
+        }
+    }
+    if !spec.cwd.starts_with('/') {
+        return Err(SandboxError::Spec(format!(
+            "cwd {:?} is not absolute",
+            spec.cwd
+        )));
+    }
+    let mut binds = Vec::new();
+    let groups = [
+        (&spec.store_paths, false, "store path"),
+        (&spec.read_only, false, "read-only"),
+        (&spec.writable, true, "writable"),
+    ];
+    for (list, writable, what) in groups {
+        for (src, dst) in list {
+            check_logical(dst, what)?;
+            if what == "store path" && !dst.starts_with("/store/") {
+                return Err(SandboxError::Spec(format!(
+                    "store path target {dst:?} is not under /store/"
+                )));
+            }
+            if !src.is_absolute() || std::fs::symlink_metadata(src).is_err() {
+                return Err(SandboxError::Spec(format!(
+                    "{what} source {src:?} is not an existing absolute path"
+                )));
+            }
+            binds.push(Bind {
+                src: src.clone(),
+                dst: dst.trim_end_matches('/').to_string(),
+                writable,
+            });
+        }
+    }
+    // Parents before children; a read-only bind is made read-only right after
+    // it is mounted, so a writable bind beneath it stays writable.
+    binds.sort_by_key(|b| b.dst.matches('/').count());
+    for w in binds.windows(2) {
+        if w[0].dst == w[1].dst {
+            return Err(SandboxError::Spec(format!("{:?} is bound twice", w[0].dst)));
+        }
+    }
+    let argv = spec
+        .argv
+        .iter()
+        .map(|a| cstring(a.as_bytes(), "argv"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut path_dirs = vec!["/usr/bin".to_string(), "/bin".to_string()];
+    let mut env = Vec::new();
+    for (k, v) in &spec.env {
+        if k.is_empty() || k.contains('=') {
+            return Err(SandboxError::Spec(format!(
+                "bad environment variable name {k:?}"
+            )));
+        }
+        if k == "PATH" {
+            path_dirs = v
+                .split(':')
+                .filter(|d| !d.is_empty())
+                .map(String::from)
+                .collect();
+        }
+        env.push(cstring(format!("{k}={v}").as_bytes(), "environment")?);
+    }
+    let devices = [
+        "/dev/null",
+        "/dev/zero",
+        "/dev/full",
+        "/dev/random",
+        "/dev/urandom",
+        "/dev/tty",
+    ]
+    .into_iter()
+    .filter(|d| Path::new(d).exists())
+    .collect();
+    Ok(Plan {
+        scratch,
+        layers: spec.root_layers.clone(),
+        binds,
+        argv,
+        env,
+        path_dirs,
+        cwd: spec.cwd.clone(),
+        uid: spec.uid,
+        gid: spec.gid,
+        outer_uid: nix::unistd::geteuid().as_raw(),
+        outer_gid: nix::unistd::getegid().as_raw(),
+        hostname: spec.hostname.clone(),
+        log_fd,
+        devices,
+    })
+}
+
+/// Removes the (host-side, empty) scratch mount point.
+struct Scratch(PathBuf);
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+fn read_all(fd: OwnedFd) -> Vec<u8> {
+    let mut buf = Vec::new();
+    let _ = File::from(fd).read_to_end(&mut buf);
+    buf
+}
+
+/// Waits for `pid` to exit, up to `timeout`; true if it exited.
+fn wait_exit(pidfd: Option<&OwnedFd>, pid: Pid, timeout: Option<Duration>) -> bool {
+    let Some(deadline) = timeout.map(|t| Instant::now() + t) else {
+        return true;
+    };
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        match pidfd {
+            Some(fd) => {
+                let mut p = libc::pollfd {
+                    fd: fd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
+                // SAFETY: one valid pollfd.
+                let r = unsafe { libc::poll(&mut p, 1, ms) };
+                if r > 0 {
+                    return true;
+                }
+            }
+            None => {
+                // No pidfd (Linux < 5.3): peek with waitid(WNOWAIT) every 5 ms.
+                let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+                // SAFETY: valid siginfo buffer; WNOWAIT leaves the child waitable.
+                let r = unsafe {
+                    libc::waitid(
+                        libc::P_PID,
+                        pid.as_raw() as _,
+                        &mut info,
+                        libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+                    )
+                };
+                // SAFETY: si_pid is valid for waitid results.
+                if r == 0 && unsafe { info.si_pid() } != 0 {
+                    return true;
+                }
+                std::thread::sleep(left.min(Duration::from_millis(5)));
+            }
+        }
+    }
+}
+
+/// Runs `spec.argv` in a fresh sandbox and waits for it (and everything it
+/// started) to end.
+pub fn run(spec: &SandboxSpec) -> Result<Outcome, SandboxError> {
+    let start = Instant::now();
+    let mut template = std::env::temp_dir();
+    template.push("buildit-sandbox-XXXXXX");
+    let scratch =
+        Scratch(nix::unistd::mkdtemp(&template).map_err(io_err(format!("mkdtemp {template:?}")))?);
+    let devnull;
+    let log_fd =
+        match &spec.log {
+            Some(f) => f.as_raw_fd(),
+            None => {
+                devnull = File::options().write(true).open("/dev/null").map_err(|e| {
+                    SandboxError::Io {
+                        context: "open /dev/null".into(),
+                        source: e,
+                    }
+                })?;
+                devnull.as_raw_fd()
+            }
+        };
+    let plan = plan(spec, scratch.0.clone(), log_fd)?;
+    let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(io_err("pipe"))?;
+    let (pid_r, pid_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(io_err("pipe"))?;
+    let (status_r, status_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(io_err("pipe"))?;
+    let fds = ChildFds {
+        err_w: err_w.as_raw_fd(),
+        pid_w: pid_w.as_raw_fd(),
+        status_w: status_w.as_raw_fd(),
+        caller: nix::unistd::getpid(),
+    };
+    // SAFETY: the child only runs `child::helper`, which never returns; it
+    // allocates, which glibc's fork handlers make safe in the child.
+    let helper = match unsafe { fork() }.map_err(io_err("fork"))? {
+        ForkResult::Child => child::helper(&plan, &fds),
+        ForkResult::Parent { child } => child,
+    };
+    drop((err_w, pid_w, status_w));
+    // SAFETY: plain syscall; returns a new fd or -1.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, helper.as_raw(), 0) };
+    // SAFETY: a non-negative result is a fresh fd we own.
+    let pidfd = (pidfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) });
+
+    // EOF once the command has exec'd (or everything died).
+    let err = read_all(err_r);
+    let init = read_all(pid_r);
+    let init =
+        (init.len() == 4).then(|| Pid::from_raw(i32::from_ne_bytes(init[..4].try_into().unwrap())));
+    if !err.is_empty() {
+        if let Some(init) = init {
+            let _ = kill(init, Signal::SIGKILL);
+        }
+        let _ = waitpid(helper, None);
+        return Err(SandboxError::Setup(
+            String::from_utf8_lossy(&err).trim_end().to_string(),
+        ));
+    }
+    let timeout = spec.timeout.map(|t| t.saturating_sub(start.elapsed()));
+    let mut timed_out = false;
+    if !wait_exit(pidfd.as_ref(), helper, timeout) {
+        timed_out = true;
+        match init {
+            Some(init) => {
+                let _ = kill(init, Signal::SIGKILL);
+            }
+            None => {
+                let _ = kill(helper, Signal::SIGKILL);
+            }
+        }
+    }
+    let helper_status = waitpid(helper, None).map_err(io_err("waitpid"))?;
+    let status = read_all(status_r);
+    let status = if status.len() == 4 {
+        ExitStatus::from_raw(i32::from_ne_bytes(status[..4].try_into().unwrap()))
+    } else if timed_out {
+        ExitStatus::from_raw(libc::SIGKILL)
+    } else {
+        return Err(SandboxError::Setup(format!(
+            "sandbox init ended without reporting the command's status ({helper_status:?})"
+        )));
+    };
+    Ok(Outcome {
+        status,
+        timed_out,
+        elapsed: start.elapsed(),
+    })
+}
