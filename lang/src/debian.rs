@@ -107,15 +107,14 @@ fn base_drv(name: &str, builder: &str) -> Derivation {
     d
 }
 
-/// The fixed-output derivation of one locked `.deb`.
-pub fn fetch_deb(pkg: &DebianPackage) -> Result<Derivation, String> {
-    let hash = Hash::parse_bare(&pkg.sha256, HashAlgo::Sha256)
-        .map_err(|e| format!("bad sha256 in lock for {}: {e}", pkg.file_name()))?;
-    let mut d = base_drv(&store_name(pkg.file_name()), FETCHURL);
-    d.env
-        .insert("urls".into(), format!("{DEBIAN_MIRROR}{}", pkg.filename));
+/// A `builtin:fetchurl` fixed-output derivation: the file at `urls` (space-separated
+/// alternatives), which must hash to `hash` (flat).
+pub fn fetchurl(name: &str, urls: &str, hash: Hash) -> Derivation {
+    let mut d = base_drv(name, FETCHURL);
+    d.env.insert("urls".into(), urls.into());
     d.env.insert("outputHash".into(), hash.to_hex());
-    d.env.insert("outputHashAlgo".into(), "sha256".into());
+    d.env
+        .insert("outputHashAlgo".into(), hash.algo().to_string());
     d.env.insert("outputHashMode".into(), "flat".into());
     d.outputs.insert(
         "out".into(),
@@ -125,7 +124,18 @@ pub fn fetch_deb(pkg: &DebianPackage) -> Result<Derivation, String> {
             hash,
         },
     );
-    Ok(d)
+    d
+}
+
+/// The fixed-output derivation of one locked `.deb`.
+pub fn fetch_deb(pkg: &DebianPackage) -> Result<Derivation, String> {
+    let hash = Hash::parse_bare(&pkg.sha256, HashAlgo::Sha256)
+        .map_err(|e| format!("bad sha256 in lock for {}: {e}", pkg.file_name()))?;
+    Ok(fetchurl(
+        &store_name(pkg.file_name()),
+        &format!("{DEBIAN_MIRROR}{}", pkg.filename),
+        hash,
+    ))
 }
 
 /// The derivation that unpacks a fetched `.deb` into its file tree.

@@ -13,7 +13,7 @@ use thiserror::Error;
 
 pub mod spec;
 
-use crate::debian::{store_name, DrvSet, FETCHURL};
+use crate::debian::{fetchurl, store_name, DrvSet};
 
 /// The phase runner every source build runs; a text store path named in `args`.
 pub const PHASE_RUNNER: &str = include_str!("phases.sh");
@@ -73,43 +73,17 @@ pub struct BuildSpec {
 
 /// A fixed-output derivation for a URL pinned by sha256.
 pub fn fetch_url(f: &Fetched) -> Result<Derivation, LowerError> {
-    let invalid = |reason: String| LowerError::Invalid {
+    let hash = Hash::parse_bare(&f.sha256, HashAlgo::Sha256).map_err(|e| LowerError::Invalid {
         what: f.url.clone(),
-        reason,
-    };
-    let hash = Hash::parse_bare(&f.sha256, HashAlgo::Sha256).map_err(|e| invalid(e.to_string()))?;
+        reason: e.to_string(),
+    })?;
     let file = f
         .url
         .rsplit('/')
         .next()
         .filter(|n| !n.is_empty())
         .unwrap_or("source");
-    let name = store_name(file);
-    let mut d = Derivation {
-        system: crate::debian::BUILTIN_SYSTEM.into(),
-        builder: FETCHURL.into(),
-        ..Default::default()
-    };
-    for (k, v) in [
-        ("name", name.as_str()),
-        ("builder", FETCHURL),
-        ("system", crate::debian::BUILTIN_SYSTEM),
-        ("urls", f.url.as_str()),
-        ("outputHashAlgo", "sha256"),
-        ("outputHashMode", "flat"),
-    ] {
-        d.env.insert(k.into(), v.into());
-    }
-    d.env.insert("outputHash".into(), hash.to_hex());
-    d.outputs.insert(
-        "out".into(),
-        DerivationOutput::Fixed {
-            path: None,
-            method: FileIngestion::Flat,
-            hash,
-        },
-    );
-    Ok(d)
+    Ok(fetchurl(&store_name(file), &f.url, hash))
 }
 
 /// Make `drv`'s `out` an input of `d`; returns that output path.
