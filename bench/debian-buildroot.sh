@@ -7,10 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/deps.sh
-need_cargo
 apt_install hyperfine
-cargo build --release --locked --bin buildit
-bi=$PWD/target/release/buildit
+release_buildit
 def=$PWD/samples/recipes/build-roots/debian-12-c.yaml
 dir=${BENCH_DIR:-/tmp/buildit-bench}/buildroot
 mkdir -p "$dir"

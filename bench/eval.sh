@@ -4,10 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/deps.sh
-need_cargo
 apt_install hyperfine
-cargo build --release --locked --bin buildit
-bi=$PWD/target/release/buildit
+release_buildit
 dir=${BENCH_DIR:-/tmp/buildit-bench}/eval
 rm -rf "$dir/nginx-prod"; mkdir -p "$dir"
 cp -r samples/nginx-prod "$dir/nginx-prod"

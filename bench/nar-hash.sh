@@ -7,10 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/deps.sh
-need_cargo
 apt_install hyperfine nix-bin
-cargo build --release --locked --bin buildit
-bi=$PWD/target/release/buildit
+release_buildit
 
 dir=${BENCH_DIR:-/tmp/buildit-bench}
 tree=$dir/gen1g

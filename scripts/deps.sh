@@ -21,3 +21,10 @@ apt_install() {
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
+
+# release_buildit: build the release binary and set $bi to its absolute path.
+release_buildit() {
+    need_cargo
+    cargo build --release --locked --bin buildit
+    bi=$PWD/target/release/buildit
+}

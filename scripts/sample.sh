@@ -9,10 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/deps.sh
-need_cargo
 apt_install gcc libc6-dev
-cargo build --release --locked --bin buildit
-bi=target/release/buildit
+release_buildit
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 export BUILDIT_ROOT="$work/root"

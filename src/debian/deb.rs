@@ -1067,6 +1067,16 @@ impl<'a> Unpacker<'a> {
         }
     }
 
+    /// `second` collides with whatever entry first created `path`.
+    fn conflict_with_existing(&self, path: &str, second: &str) -> DebError {
+        let first = self
+            .nodes
+            .get(path)
+            .map(|n| n.origin.as_str())
+            .unwrap_or("");
+        self.conflict(path, first, second)
+    }
+
     fn node(&self, path: &str) -> Option<&Node> {
         self.nodes.get(path).or_else(|| self.meta_nodes.get(path))
     }
@@ -1254,12 +1264,7 @@ impl<'a> Unpacker<'a> {
             return if same {
                 Ok(())
             } else {
-                let first = self
-                    .nodes
-                    .get(&path)
-                    .map(|n| n.origin.clone())
-                    .unwrap_or_default();
-                Err(self.conflict(&path, &first, name))
+                Err(self.conflict_with_existing(&path, name))
             };
         }
         self.parents(&path, name, false)?;
@@ -1414,12 +1419,7 @@ impl<'a> Unpacker<'a> {
             return if same {
                 Ok(())
             } else {
-                let first = self
-                    .nodes
-                    .get(&path)
-                    .map(|n| n.origin.clone())
-                    .unwrap_or_default();
-                Err(self.conflict(&path, &first, name))
+                Err(self.conflict_with_existing(&path, name))
             };
         }
         self.parents(&path, name, false)?;
