@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use buildit_store::hash::HashingWriter;
@@ -37,8 +37,15 @@ pub struct Fetcher {
     /// Directories searched by file name before any download (`--deb-dir`,
     /// `--source-dir`, apt's cache).
     pub local_dirs: Vec<PathBuf>,
+    /// Directories whose files are matched by content: any file here whose hash
+    /// is the one a fetch expects is used, whatever its name (`--source-dir`,
+    /// config `source-dirs`; Debian's `hello_2.10.orig.tar.gz` serves
+    /// `hello-2.10.tar.gz`).
+    pub source_dirs: Vec<PathBuf>,
     /// Never use the network.
     pub offline: bool,
+    /// Hashes of the files in `source_dirs`, computed once per algorithm.
+    index: Arc<Mutex<BTreeMap<HashAlgo, BTreeMap<Hash, PathBuf>>>>,
 }
 
 /// apt's download cache: `.deb`s the host already has.
@@ -84,7 +91,13 @@ impl Fetcher {
             return Err(not());
         }
         let mut attempts = Vec::new();
-        for candidate in self.candidates(&urls)? {
+        let mut candidates = self.candidates(&urls)?;
+        if *method == FileIngestion::Flat {
+            if let Some(p) = self.by_hash(hash) {
+                candidates.insert(0, Candidate::File(p));
+            }
+        }
+        for candidate in candidates {
             match self.try_candidate(store, &candidate, out, *method, hash) {
                 Ok(()) => return Ok(out.clone()),
                 Err(why) => attempts.push(format!("{}: {why}", candidate.describe())),
@@ -94,6 +107,29 @@ impl Fetcher {
             name: out.name().to_string(),
             attempts,
         })
+    }
+
+    /// A file in the source dirs whose content hashes to `hash`.
+    fn by_hash(&self, hash: &Hash) -> Option<PathBuf> {
+        if self.source_dirs.is_empty() {
+            return None;
+        }
+        let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        let by_algo = index.entry(hash.algo()).or_insert_with(|| {
+            let mut m = BTreeMap::new();
+            for dir in &self.source_dirs {
+                for file in files_below(dir, 4) {
+                    if let Ok(mut f) = fs::File::open(&file) {
+                        let mut w = HashingWriter::new(io::sink(), hash.algo());
+                        if io::copy(&mut f, &mut w).is_ok() {
+                            m.entry(w.finish().0).or_insert(file);
+                        }
+                    }
+                }
+            }
+            m
+        });
+        by_algo.get(hash).cloned()
     }
 
     fn candidates(&self, urls: &[&str]) -> Result<Vec<Candidate>, FetchError> {
@@ -178,6 +214,24 @@ impl Candidate {
             Candidate::Url(u) => u.clone(),
         }
     }
+}
+
+/// Regular files below `dir`, up to `depth` levels down, in a stable order.
+fn files_below(dir: &Path, depth: usize) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return out;
+    };
+    let mut entries: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+    entries.sort();
+    for p in entries {
+        match fs::metadata(&p) {
+            Ok(m) if m.is_file() => out.push(p),
+            Ok(m) if m.is_dir() && depth > 0 => out.extend(files_below(&p, depth - 1)),
+            _ => {}
+        }
+    }
+    out
 }
 
 /// `dir/name`, and in apt's cache also `name` with the epoch apt puts in cached file

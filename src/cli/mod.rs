@@ -4,7 +4,10 @@
 mod debian;
 mod eval;
 mod lock;
+mod log;
 mod output;
+mod progress;
+mod realise;
 mod show_derivation;
 mod store;
 
@@ -42,6 +45,40 @@ enum Command {
     Lock(lock::Args),
     /// Print derivations (.drv) as JSON, in the shape of `nix show-derivation`.
     ShowDerivation(show_derivation::Args),
+    /// Build derivations (or a spec directory's packages) in sandboxes; `--check`
+    /// rebuilds valid outputs and compares.
+    Realise(realise::RealiseArgs),
+    /// Evaluate a spec directory and build it (`buildit DIR` means the same).
+    Build(realise::BuildDirArgs),
+    /// Print the log of the last build of a derivation (or of an output's deriver).
+    Log(log::Args),
+}
+
+/// `buildit DIR` is `buildit build DIR`, as in the design card: insert `build`
+/// before the first operand when it is a directory and not a command.
+fn with_default_command(mut argv: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    let mut i = 1;
+    while i < argv.len() {
+        let a = argv[i].to_string_lossy();
+        if a == "--root" {
+            i += 2;
+            continue;
+        }
+        if a.starts_with('-') {
+            i += 1;
+            continue;
+        }
+        let is_command = cmd
+            .get_subcommands()
+            .any(|c| c.get_name() == a || c.get_all_aliases().any(|x| x == a));
+        if !is_command && std::path::Path::new(&argv[i]).is_dir() {
+            argv.insert(i, "build".into());
+        }
+        break;
+    }
+    argv
 }
 
 /// Options every command shares.
@@ -56,7 +93,7 @@ impl Global {
 }
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(with_default_command(std::env::args_os().collect()));
     let global = Global {
         root: cli
             .root
@@ -68,6 +105,9 @@ pub fn main() -> ExitCode {
         Command::Eval(args) => eval::exec(&global, args),
         Command::Lock(args) => lock::exec(&global, args),
         Command::ShowDerivation(args) => show_derivation::exec(&global, args),
+        Command::Realise(args) => realise::exec_realise(&global, args),
+        Command::Build(args) => realise::exec_build(&global, args),
+        Command::Log(args) => log::exec(&global, args),
     };
     output::finish(result)
 }

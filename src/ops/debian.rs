@@ -78,19 +78,21 @@ fn realise(
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<Report, BuildError> {
     let fetcher = opts.fetcher();
+    let lines = crate::build::events::Lines(progress);
     let r = Realiser {
         store,
         fetcher: &fetcher,
-        jobs: opts.jobs.max(1),
-        progress,
+        options: crate::build::Options {
+            jobs: opts.jobs.max(1),
+            keep_going: true,
+            ..Default::default()
+        },
+        progress: &lines,
     };
     let report = r.realise(targets)?;
-    if !report.failed.is_empty() {
-        for (p, why) in &report.failed {
-            progress(&format!("FAILED {p}: {why}"));
-        }
+    if !report.ok() {
         return Err(BuildError::Several {
-            count: report.failed.len(),
+            count: report.failed.len() + report.skipped.len(),
         });
     }
     Ok(report)

@@ -15,7 +15,8 @@
 //! Init reaps every process and, when the command exits, writes the command's
 //! raw wait status to the caller and exits: the kernel then kills whatever is
 //! left in the PID namespace (background daemons do not survive a build). The
-//! timeout kills init with SIGKILL, which also takes the whole namespace down.
+//! timeout and the caller's cancel flag kill init with SIGKILL, which also
+//! takes the whole namespace down; both also cover the setup before `execve`.
 //! Errors before `execve` travel through a close-on-exec pipe as text, so the
 //! caller gets "mount overlay …: EPERM: …" rather than an exit code.
 //!
@@ -36,6 +37,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::fcntl::OFlag;
@@ -68,8 +71,13 @@ pub struct SandboxSpec {
     pub uid: u32,
     pub gid: u32,
     pub hostname: String,
-    /// Kill everything (SIGKILL) after this long.
+    /// Kill everything (SIGKILL) after this long, counted from the call to
+    /// [`run`] (setup included).
     pub timeout: Option<Duration>,
+    /// Kill everything (SIGKILL) once this becomes true, e.g. from a Ctrl-C
+    /// handler or a thread watching the log for silence; checked at least
+    /// every [`CANCEL_POLL`], setup included.
+    pub cancel: Option<Arc<AtomicBool>>,
     /// Receives the command's stdout and stderr; `None` = `/dev/null`.
     /// stdin is always `/dev/null`.
     pub log: Option<File>,
@@ -77,7 +85,8 @@ pub struct SandboxSpec {
 
 impl SandboxSpec {
     /// A spec with the defaults: uid/gid 1000, hostname `localhost`, cwd `/`,
-    /// no layers, no binds, empty environment, no timeout, no log.
+    /// no layers, no binds, empty environment, no timeout, no cancel flag, no
+    /// log.
     pub fn new<S: Into<String>>(argv: impl IntoIterator<Item = S>) -> Self {
         SandboxSpec {
             root_layers: Vec::new(),
@@ -91,6 +100,7 @@ impl SandboxSpec {
             gid: 1000,
             hostname: "localhost".into(),
             timeout: None,
+            cancel: None,
             log: None,
         }
     }
@@ -99,10 +109,12 @@ impl SandboxSpec {
 /// How the command ended.
 #[derive(Debug, Clone, Copy)]
 pub struct Outcome {
-    /// The command's wait status (SIGKILL when the timeout fired first).
+    /// The command's wait status (SIGKILL when the sandbox was killed first).
     pub status: ExitStatus,
     /// The timeout fired and the sandbox was killed.
     pub timed_out: bool,
+    /// The cancel flag was seen set and the sandbox was killed.
+    pub cancelled: bool,
     pub elapsed: Duration,
 }
 
@@ -315,49 +327,113 @@ fn read_all(fd: OwnedFd) -> Vec<u8> {
     buf
 }
 
-/// Waits for `pid` to exit, up to `timeout`; true if it exited.
-fn wait_exit(pidfd: Option<&OwnedFd>, pid: Pid, timeout: Option<Duration>) -> bool {
-    let Some(deadline) = timeout.map(|t| Instant::now() + t) else {
-        return true;
-    };
+/// Longest wait between two looks at [`SandboxSpec::cancel`].
+pub const CANCEL_POLL: Duration = Duration::from_millis(100);
+
+/// Why the caller killed the sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    TimedOut,
+    Cancelled,
+}
+
+/// The deadline and the cancel flag, consulted by every wait of the caller.
+struct Watch<'a> {
+    deadline: Option<Instant>,
+    cancel: Option<&'a AtomicBool>,
+}
+
+impl Watch<'_> {
+    /// How long the next wait may block (`None`: indefinitely), or why to
+    /// stop now.
+    fn slice(&self) -> Result<Option<Duration>, Stop> {
+        let cancel = self.cancel.map(|c| c.load(Ordering::Acquire));
+        if cancel == Some(true) {
+            return Err(Stop::Cancelled);
+        }
+        let mut slice = None;
+        if let Some(deadline) = self.deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Stop::TimedOut);
+            }
+            slice = Some(left);
+        }
+        if cancel.is_some() {
+            slice = Some(slice.map_or(CANCEL_POLL, |s| s.min(CANCEL_POLL)));
+        }
+        Ok(slice)
+    }
+
+    /// Blocks until `fd` is readable or hung up.
+    fn readable(&self, fd: RawFd) -> Result<(), Stop> {
+        loop {
+            let ms = match self.slice()? {
+                // Rounded up: a 0 ms poll would spin until the deadline.
+                Some(s) => s.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32,
+                None => -1,
+            };
+            let mut p = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            let r = unsafe { libc::poll(&mut p, 1, ms) };
+            if r > 0
+                || (r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR))
+            {
+                // Ready, or poll itself failed: the caller's read or wait
+                // then blocks or fails on its own.
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Reads `fd` to EOF into `buf`, unless the watch says stop first.
+fn read_watched(fd: &OwnedFd, watch: &Watch, buf: &mut Vec<u8>) -> Result<(), Stop> {
+    let mut chunk = [0u8; 4096];
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return false;
+        watch.readable(fd.as_raw_fd())?;
+        // SAFETY: valid buffer of the length passed.
+        let n = unsafe { libc::read(fd.as_raw_fd(), chunk.as_mut_ptr().cast(), chunk.len()) };
+        if n > 0 {
+            buf.extend_from_slice(&chunk[..n as usize]);
+        } else if n == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return Ok(());
         }
-        match pidfd {
-            Some(fd) => {
-                let mut p = libc::pollfd {
-                    fd: fd.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                };
-                let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
-                // SAFETY: one valid pollfd.
-                let r = unsafe { libc::poll(&mut p, 1, ms) };
-                if r > 0 {
-                    return true;
-                }
-            }
-            None => {
-                // No pidfd (Linux < 5.3): peek with waitid(WNOWAIT) every 5 ms.
-                let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-                // SAFETY: valid siginfo buffer; WNOWAIT leaves the child waitable.
-                let r = unsafe {
-                    libc::waitid(
-                        libc::P_PID,
-                        pid.as_raw() as _,
-                        &mut info,
-                        libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
-                    )
-                };
-                // SAFETY: si_pid is valid for waitid results.
-                if r == 0 && unsafe { info.si_pid() } != 0 {
-                    return true;
-                }
-                std::thread::sleep(left.min(Duration::from_millis(5)));
-            }
+    }
+}
+
+/// Waits for `pid` to exit, unless the watch says stop first.
+fn wait_exit(pidfd: Option<&OwnedFd>, pid: Pid, watch: &Watch) -> Result<(), Stop> {
+    if let Some(fd) = pidfd {
+        return watch.readable(fd.as_raw_fd());
+    }
+    if watch.deadline.is_none() && watch.cancel.is_none() {
+        // The caller's waitpid does the waiting.
+        return Ok(());
+    }
+    // No pidfd (Linux < 5.3): peek with waitid(WNOWAIT) every 5 ms.
+    loop {
+        let slice = watch.slice()?;
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: valid siginfo buffer; WNOWAIT leaves the child waitable.
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid.as_raw() as _,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
+        };
+        // SAFETY: si_pid is valid for waitid results.
+        if r != 0 || unsafe { info.si_pid() } != 0 {
+            return Ok(());
         }
+        let nap = Duration::from_millis(5);
+        std::thread::sleep(slice.map_or(nap, |s| s.min(nap)));
     }
 }
 
@@ -405,38 +481,44 @@ pub fn run(spec: &SandboxSpec) -> Result<Outcome, SandboxError> {
     // SAFETY: a non-negative result is a fresh fd we own.
     let pidfd = (pidfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) });
 
-    // EOF once the command has exec'd (or everything died).
-    let err = read_all(err_r);
+    // The helper writes init's pid right after forking it, before anything
+    // that could block (mounts happen in init), so this read is short and
+    // the kill below can always target init.
     let init = read_all(pid_r);
     let init =
         (init.len() == 4).then(|| Pid::from_raw(i32::from_ne_bytes(init[..4].try_into().unwrap())));
+    let watch = Watch {
+        deadline: spec.timeout.map(|t| start + t),
+        cancel: spec.cancel.as_deref(),
+    };
+    // The error pipe reaches EOF once the command has exec'd (or everything
+    // died); a setup step that hangs (a mount of a dead network filesystem)
+    // is cut short by the timeout and the cancel flag like the command.
+    let mut err = Vec::new();
+    let mut stop = read_watched(&err_r, &watch, &mut err).err();
+    if stop.is_none() && err.is_empty() {
+        stop = wait_exit(pidfd.as_ref(), helper, &watch).err();
+    }
+    if !err.is_empty() || stop.is_some() {
+        // Killing PID 1 kills the whole namespace. A process in an
+        // uninterruptible sleep (a hard NFS mount) only dies when that ends,
+        // and the waitpid below waits for it: nothing is left behind.
+        let _ = kill(init.unwrap_or(helper), Signal::SIGKILL);
+    }
+    let helper_status = waitpid(helper, None).map_err(io_err("waitpid"))?;
+    if stop.is_some() {
+        // Everything that held the write end is gone: this cannot block.
+        err.extend(read_all(err_r));
+    }
     if !err.is_empty() {
-        if let Some(init) = init {
-            let _ = kill(init, Signal::SIGKILL);
-        }
-        let _ = waitpid(helper, None);
         return Err(SandboxError::Setup(
             String::from_utf8_lossy(&err).trim_end().to_string(),
         ));
     }
-    let timeout = spec.timeout.map(|t| t.saturating_sub(start.elapsed()));
-    let mut timed_out = false;
-    if !wait_exit(pidfd.as_ref(), helper, timeout) {
-        timed_out = true;
-        match init {
-            Some(init) => {
-                let _ = kill(init, Signal::SIGKILL);
-            }
-            None => {
-                let _ = kill(helper, Signal::SIGKILL);
-            }
-        }
-    }
-    let helper_status = waitpid(helper, None).map_err(io_err("waitpid"))?;
     let status = read_all(status_r);
     let status = if status.len() == 4 {
         ExitStatus::from_raw(i32::from_ne_bytes(status[..4].try_into().unwrap()))
-    } else if timed_out {
+    } else if stop.is_some() {
         ExitStatus::from_raw(libc::SIGKILL)
     } else {
         return Err(SandboxError::Setup(format!(
@@ -445,7 +527,8 @@ pub fn run(spec: &SandboxSpec) -> Result<Outcome, SandboxError> {
     };
     Ok(Outcome {
         status,
-        timed_out,
+        timed_out: stop == Some(Stop::TimedOut),
+        cancelled: stop == Some(Stop::Cancelled),
         elapsed: start.elapsed(),
     })
 }

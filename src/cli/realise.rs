@@ -1,0 +1,275 @@
+//! `buildit realise DRV…|DIR` and `buildit build DIR`: build what is missing, in
+//! sandboxes, and leave `result` links.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use buildit_lang::spec::Spec;
+use buildit_store::{LocalStore, StorePath};
+
+use super::progress::{Reporter, ReporterOptions};
+use super::{CliError, CliResult, Global};
+use crate::build::{Options, Report};
+use crate::ops::debian::FetchOptions;
+use crate::ops::realise::{link_results, outputs, realise, SourceOptions};
+use crate::ops::spec;
+
+/// Options of every command that builds.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BuildArgs {
+    /// Steps to run at once.
+    #[arg(short = 'j', long, value_name = "N", default_value_t = 1)]
+    jobs: usize,
+    /// Cores each build may use (NIX_BUILD_CORES); default: all.
+    #[arg(long, value_name = "N")]
+    cores: Option<usize>,
+    /// Go on with what does not depend on a failed step.
+    #[arg(short = 'k', long)]
+    keep_going: bool,
+    /// Kill a build that runs longer than this many seconds.
+    #[arg(long, value_name = "SECONDS")]
+    timeout: Option<u64>,
+    /// Kill a build that prints nothing for this many seconds.
+    #[arg(long, value_name = "SECONDS")]
+    max_silent_time: Option<u64>,
+    /// Keep the build directory of a failed build (under the store's var/kept/).
+    #[arg(short = 'K', long)]
+    keep_failed: bool,
+    /// A directory of source files, matched by hash (repeatable); tried before any
+    /// download.
+    #[arg(long = "source-dir", value_name = "DIR")]
+    source_dirs: Vec<PathBuf>,
+    /// A directory of .deb files, matched by name (repeatable).
+    #[arg(long = "deb-dir", value_name = "DIR")]
+    deb_dirs: Vec<PathBuf>,
+    /// Never download: sources must be in the store or the given directories.
+    #[arg(long)]
+    offline: bool,
+    /// Print every build's log as it runs, prefixed with the package name.
+    #[arg(short = 'L', long)]
+    print_build_logs: bool,
+    /// Where the link to the (first) output goes; more outputs get `-1`, `-2`, ….
+    #[arg(short = 'o', long, value_name = "LINK", default_value = "result")]
+    out_link: PathBuf,
+    /// Leave no link (and so no GC root).
+    #[arg(long)]
+    no_link: bool,
+}
+
+impl BuildArgs {
+    fn options(&self, check: bool) -> Options {
+        let mut o = Options {
+            jobs: self.jobs.max(1),
+            keep_going: self.keep_going,
+            timeout: self.timeout.map(Duration::from_secs),
+            max_silent_time: self.max_silent_time.map(Duration::from_secs),
+            keep_failed: self.keep_failed,
+            check,
+            ..Default::default()
+        };
+        if let Some(c) = self.cores {
+            o.cores = c.max(1);
+        }
+        o
+    }
+
+    fn sources(&self) -> SourceOptions {
+        SourceOptions {
+            fetch: FetchOptions {
+                deb_dirs: self.deb_dirs.clone(),
+                offline: self.offline,
+                jobs: self.jobs.max(1),
+            },
+            source_dirs: self.source_dirs.clone(),
+        }
+    }
+}
+
+#[derive(clap::Args)]
+pub struct RealiseArgs {
+    #[command(flatten)]
+    build: BuildArgs,
+    /// Rebuild the given derivations (whose outputs are valid) in fresh sandboxes
+    /// and report whether the NAR hashes match.
+    #[arg(long)]
+    check: bool,
+    /// `.drv` paths, or a spec directory (evaluated first).
+    #[arg(required = true, value_name = "DRV|DIR")]
+    targets: Vec<String>,
+}
+
+#[derive(clap::Args)]
+pub struct BuildDirArgs {
+    #[command(flatten)]
+    build: BuildArgs,
+    /// The spec directory (holding container.yaml).
+    dir: PathBuf,
+}
+
+/// A spec directory: one holding container.yaml.
+fn is_spec_dir(arg: &str) -> bool {
+    Path::new(arg).join("container.yaml").is_file()
+}
+
+pub fn exec_realise(global: &Global, args: RealiseArgs) -> CliResult<()> {
+    let store = global.open_store()?;
+    let mut drvs = Vec::new();
+    let mut spec_loaded: Option<Spec> = None;
+    for t in &args.targets {
+        if is_spec_dir(t) {
+            let loaded = spec::load(Path::new(t))?;
+            let plan = spec::eval(&loaded, &store)?;
+            drvs.extend(
+                plan.packages
+                    .iter()
+                    .filter(|p| p.direct)
+                    .map(|p| p.drv.clone()),
+            );
+            spec_loaded = Some(loaded);
+        } else {
+            let (p, _) = store.resolve(t)?;
+            if !p.is_derivation() {
+                return Err(CliError::usage(
+                    format!("{t} is not a derivation (.drv) or a spec directory"),
+                    Some("`buildit eval DIR` prints the derivations of a spec"),
+                ));
+            }
+            if !store.is_valid(&p)? {
+                return Err(CliError::usage(format!("{p} is not in the store"), None));
+            }
+            drvs.push(p);
+        }
+    }
+    run(&store, &drvs, &args.build, args.check, spec_loaded.as_ref())
+}
+
+pub fn exec_build(global: &Global, args: BuildDirArgs) -> CliResult<()> {
+    let loaded = spec::load(&args.dir)?;
+    let store = global.open_store()?;
+    let plan = spec::eval(&loaded, &store)?;
+    let mut err = std::io::stderr().lock();
+    let var = |k: &str| loaded.vars.get(k).map(|v| v.to_string());
+    let title = match (var("author"), var("name"), var("version")) {
+        (Some(a), Some(n), Some(v)) => format!("{a}/{n}-{v}"),
+        (None, Some(n), Some(v)) => format!("{n}-{v}"),
+        _ => loaded.dir.display().to_string(),
+    };
+    writeln!(err, "Building {title}")?;
+    let platform = format!(
+        "{}/{}",
+        var("os").unwrap_or_else(|| "linux".into()),
+        var("arch").unwrap_or_else(|| "amd64".into())
+    );
+    for p in plan.packages.iter().filter(|p| p.direct) {
+        writeln!(
+            err,
+            "Processing package from './{}' for {platform}.\n    HASH: {}",
+            p.key,
+            p.out.hash_part()
+        )?;
+        if store.is_valid(&p.out)? {
+            writeln!(err, "    Found in the local store.")?;
+        }
+    }
+    drop(err);
+    let drvs: Vec<StorePath> = plan
+        .packages
+        .iter()
+        .filter(|p| p.direct)
+        .map(|p| p.drv.clone())
+        .collect();
+    run(&store, &drvs, &args.build, false, Some(&loaded))
+}
+
+fn run(
+    store: &LocalStore,
+    drvs: &[StorePath],
+    args: &BuildArgs,
+    check: bool,
+    spec: Option<&Spec>,
+) -> CliResult<()> {
+    let fetcher = args.sources().fetcher(spec);
+    let reporter = Reporter::new(ReporterOptions {
+        print_logs: args.print_build_logs,
+        quiet: false,
+    });
+    let report = realise(store, drvs, &args.options(check), &fetcher, &reporter);
+    reporter.finish();
+    let report = report?;
+    summarise(&report)?;
+    if check {
+        return check_result(&report);
+    }
+    if !report.ok() {
+        return Err(CliError::Reported(1));
+    }
+    let outs: Vec<StorePath> = outputs(store, drvs)?.into_iter().map(|(_, o)| o).collect();
+    if !args.no_link {
+        link_results(store, &args.out_link, &outs)?;
+    }
+    let mut stdout = std::io::stdout().lock();
+    for o in &outs {
+        writeln!(stdout, "{o}")?;
+    }
+    Ok(())
+}
+
+/// What was built, what failed and why, on stderr.
+fn summarise(report: &Report) -> CliResult<()> {
+    let mut err = std::io::stderr().lock();
+    for f in &report.failed {
+        writeln!(err, "error: {} failed: {}", f.name, f.reason)?;
+        if let Some((path, tail)) = &f.log {
+            if !tail.is_empty() {
+                writeln!(err, "  last {} lines of the log:", tail.len())?;
+                for l in tail {
+                    writeln!(err, "  > {l}")?;
+                }
+            }
+            writeln!(
+                err,
+                "  full log: {} (buildit log {})",
+                path.display(),
+                f.drv
+            )?;
+        }
+    }
+    for s in &report.skipped {
+        writeln!(err, "not built: {s} (an input failed)")?;
+    }
+    let mut parts = vec![format!("{} built", report.built.len())];
+    parts.push(format!("{} already valid", report.already_valid));
+    if !report.checked.is_empty() {
+        parts.push(format!("{} checked", report.checked.len()));
+    }
+    if !report.failed.is_empty() {
+        parts.push(format!("{} failed", report.failed.len()));
+    }
+    if !report.skipped.is_empty() {
+        parts.push(format!("{} not built", report.skipped.len()));
+    }
+    writeln!(err, "{}", parts.join(", "))?;
+    Ok(())
+}
+
+fn check_result(report: &Report) -> CliResult<()> {
+    let mut out = std::io::stdout().lock();
+    let mut differ = 0;
+    for c in &report.checked {
+        if c.matches() {
+            writeln!(out, "{} reproducible ({})", c.output, c.actual)?;
+        } else {
+            differ += 1;
+            writeln!(
+                out,
+                "{} DIFFERS: registered {}, rebuilt {}",
+                c.output, c.expected, c.actual
+            )?;
+        }
+    }
+    if differ > 0 || !report.ok() {
+        return Err(CliError::Reported(1));
+    }
+    Ok(())
+}
