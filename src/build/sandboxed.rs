@@ -257,6 +257,8 @@ impl Realiser<'_> {
         // The outputs: present, clean, referencing only what they may.
         let mut candidates = closure.clone();
         candidates.extend(outs.iter().map(|(_, p)| p.clone()));
+        let merged_usr = self.store.temp_tree()?;
+        make_merged_usr(merged_usr.path()).map_err(|e| failed(format!("merged-usr links: {e}")))?;
         let mut results = Vec::new();
         for (id, path, tree) in &out_trees {
             let t = tree.path();
@@ -275,13 +277,16 @@ impl Realiser<'_> {
             let runtime_closure = self
                 .store
                 .closure(references.iter().filter(|r| *r != path))?;
-            let trees: Vec<LibraryTree> = runtime_closure
-                .iter()
-                .map(|p| LibraryTree {
-                    label: p.name().to_string(),
-                    root: self.store.physical_path(p),
-                })
-                .collect();
+            // Images and build roots are merged-usr, as Debian 12 is: `/lib64` is
+            // `usr/lib64` and so on, whichever package ships the files.
+            let mut trees = vec![LibraryTree {
+                label: "merged-usr links".into(),
+                root: merged_usr.path().to_path_buf(),
+            }];
+            trees.extend(runtime_closure.iter().map(|p| LibraryTree {
+                label: p.name().to_string(),
+                root: self.store.physical_path(p),
+            }));
             let missing = check_needed(t, &trees, &self.providers(&layers))
                 .map_err(|e| fail_with_log(format!("reading ELF files of {path}: {e}")))?;
             if !missing.is_empty() {
@@ -416,4 +421,20 @@ fn missing_message(path: &StorePath, missing: &[MissingLibrary]) -> String {
         }
     }
     m
+}
+
+/// The top-level links of a merged-usr system (`/bin` → `usr/bin`, …).
+pub const MERGED_USR: [(&str, &str); 4] = [
+    ("bin", "usr/bin"),
+    ("sbin", "usr/sbin"),
+    ("lib", "usr/lib"),
+    ("lib64", "usr/lib64"),
+];
+
+fn make_merged_usr(dir: &Path) -> std::io::Result<()> {
+    fs::create_dir(dir)?;
+    for (link, target) in MERGED_USR {
+        std::os::unix::fs::symlink(target, dir.join(link))?;
+    }
+    Ok(())
 }

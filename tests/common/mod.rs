@@ -1,6 +1,8 @@
 //! Shared helpers for end-to-end tests that run the `buildit` binary as a user would.
 #![allow(dead_code)]
 
+pub mod build;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -1,0 +1,145 @@
+//! Shared fixtures for tests that build real packages: one store root per user
+//! (shared with the Debian tests, so the C build root is made once) and one
+//! directory of upstream tarballs fetched with `apt-get source --download-only`.
+//! Content addressing makes both safe to share between tests and runs.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The tarballs the sample recipes need: GNU hello's (Debian's orig tarball has
+/// the same bytes), zlib's dfsg repack and nginx's.
+pub const SOURCES: [(&str, &str); 3] = [
+    ("hello", "hello_2.10.orig.tar.gz"),
+    ("zlib", "zlib_1.2.13.dfsg.orig.tar.bz2"),
+    ("nginx", "nginx_1.22.1.orig.tar.gz"),
+];
+
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Per user: the suite also runs as an unprivileged user, who cannot write root's.
+pub fn shared() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("debian-shared-{}", nix::unistd::getuid()))
+}
+
+/// The shared store root.
+pub fn shared_root() -> PathBuf {
+    shared().join("root")
+}
+
+/// The directory of upstream tarballs, fetched once.
+pub fn sources() -> &'static PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = shared().join("sources");
+        fs::create_dir_all(&dir).unwrap();
+        let missing: Vec<&str> = SOURCES
+            .iter()
+            .filter(|(_, f)| !dir.join(f).is_file())
+            .map(|(p, _)| *p)
+            .collect();
+        if !missing.is_empty() {
+            // apt-get also wants each package's Debian tarball; one of those may be
+            // gone from the mirror while the orig tarball is there, so only the
+            // files we need decide.
+            let out = Command::new("apt-get")
+                .args(["source", "--download-only"])
+                .args(&missing)
+                .current_dir(&dir)
+                .output()
+                .expect("run apt-get source (needs a deb-src entry in the apt sources)");
+            for (p, f) in SOURCES {
+                assert!(
+                    dir.join(f).is_file(),
+                    "apt-get source {p} did not give {f}:\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+        dir
+    })
+}
+
+/// `buildit --root ROOT ARGS…` in the repository, plain progress output.
+pub fn buildit(root: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_buildit"));
+    c.current_dir(repo()).arg("--root").arg(root).args(args);
+    c.env_remove("BUILDIT_ROOT");
+    c.env("BUILDIT_PROGRESS", "plain");
+    c
+}
+
+/// Run; require success; stdout.
+pub fn ok(mut c: Command) -> String {
+    let out = c.output().expect("run buildit");
+    assert!(
+        out.status.success(),
+        "{c:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Run; require failure; stderr.
+pub fn fails(mut c: Command) -> String {
+    let out = c.output().expect("run buildit");
+    assert!(
+        !out.status.success(),
+        "{c:?} should have failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Copy a sample spec (e.g. `samples/hello`) into `dest`, without any lock in it.
+pub fn copy_spec(sample: &str, dest: &Path) {
+    copy_dir(&repo().join(sample), dest);
+    let _ = fs::remove_file(dest.join("buildit.lock"));
+}
+
+fn copy_dir(src: &Path, dest: &Path) {
+    fs::create_dir_all(dest).unwrap();
+    for e in fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        let to = dest.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to);
+        } else {
+            fs::copy(e.path(), &to).unwrap();
+        }
+    }
+}
+
+/// Write `files` (relative path → text) under `dir`.
+pub fn write_files(dir: &Path, files: &[(&str, &str)]) {
+    for (rel, text) in files {
+        let p = dir.join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, text).unwrap();
+    }
+}
+
+/// `buildit lock DIR` then `buildit build DIR` in `root`, sources from
+/// [`sources`]; returns the output paths printed.
+pub fn lock_and_build(root: &Path, dir: &Path, extra: &[&str]) -> Vec<String> {
+    ok(buildit(root, &["lock", dir.to_str().unwrap()]));
+    let mut args = vec![
+        "build",
+        dir.to_str().unwrap(),
+        "--source-dir",
+        sources().to_str().unwrap(),
+        "-j2",
+    ];
+    args.extend_from_slice(extra);
+    ok(buildit(root, &args)).lines().map(String::from).collect()
+}
+
+/// `narHash` of a valid path, from `store path-info --json`.
+pub fn nar_hash(root: &Path, path: &str) -> String {
+    let out = ok(buildit(root, &["store", "path-info", "--json", path]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v[0]["narHash"].as_str().unwrap().to_string()
+}

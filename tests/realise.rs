@@ -1,0 +1,210 @@
+//! Building real packages from upstream source, end to end through the binary:
+//! GNU hello and zlib built in two store roots with identical bytes; the seed's
+//! nginx-prod built with its patch and options, then run in a sandbox where it
+//! refuses plain HTTP and serves HTTPS on loopback.
+//!
+//! The store root with the C build root and the tarballs are shared with the other
+//! tests that build (see `common::build`).
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use buildit::sandbox::{run, SandboxSpec};
+use buildit_store::{LocalStore, StorePath};
+use common::build::*;
+
+const HELLO_AND_ZLIB: &str = "---
+- vars:
+    name: hello-and-zlib
+    version: '1'
+- package:
+    recipe: app-misc/hello-2.10
+- package:
+    recipe: sys-libs/zlib-1.2.13
+";
+
+fn physical(root: &Path, logical: &str) -> PathBuf {
+    root.join("store")
+        .join(logical.trim_start_matches("/store/"))
+}
+
+#[test]
+fn hello_and_zlib_are_bit_for_bit_the_same_in_two_store_roots() {
+    let t = tempfile::tempdir().unwrap();
+    let spec = t.path().join("spec");
+    write_files(&spec, &[("container.yaml", HELLO_AND_ZLIB)]);
+    let shared = shared_root();
+    let fresh = t.path().join("fresh-root");
+
+    let link = t.path().join("result");
+    let a = lock_and_build(&shared, &spec, &["-o", link.to_str().unwrap()]);
+    let b = lock_and_build(&fresh, &spec, &["--no-link"]);
+    assert_eq!(a.len(), 2, "{a:?}");
+    assert_eq!(a, b, "same spec, same output paths");
+    for out in &a {
+        assert_eq!(
+            nar_hash(&shared, out),
+            nar_hash(&fresh, out),
+            "{out} differs between the two store roots"
+        );
+    }
+    let hello = a.iter().find(|p| p.ends_with("-hello-2.10")).unwrap();
+    let zlib = a.iter().find(|p| p.ends_with("-zlib-1.2.13")).unwrap();
+
+    // hello greets; the links are GC roots; zlib has its library and headers.
+    let greeting = std::process::Command::new(link.join("usr/bin/hello"))
+        .env("LC_ALL", "C")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&greeting.stdout), "Hello, world!\n");
+    assert_eq!(
+        fs::canonicalize(&link).unwrap(),
+        fs::canonicalize(physical(&shared, hello)).unwrap()
+    );
+    let roots = ok(buildit(&shared, &["store", "roots"]));
+    assert!(roots.contains(hello) && roots.contains(zlib), "{roots}");
+    let z = physical(&fresh, zlib);
+    assert!(z.join("usr/include/zlib.h").is_file());
+    assert!(z.join("usr/lib/libz.so.1.2.13").is_file());
+
+    // hello's references: its runtime dependencies, found or declared.
+    let info = ok(buildit(&shared, &["store", "path-info", "--json", hello]));
+    assert!(info.contains("-libc6-"), "{info}");
+
+    // Nothing left to do the second time, and the check rebuild agrees.
+    let again = buildit(&shared, &["build", spec.to_str().unwrap(), "--no-link"])
+        .output()
+        .unwrap();
+    assert!(again.status.success());
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(err.contains("0 built"), "{err}");
+
+    let drv = info_field(&shared, hello, "deriver");
+    let log = ok(buildit(&shared, &["log", &drv]));
+    assert!(log.contains("=== buildit: configure phase"), "{log}");
+    assert!(log.contains("checking for gcc"), "{log}");
+    let check = ok(buildit(&fresh, &["realise", "--check", &drv]));
+    assert!(check.contains("reproducible"), "{check}");
+
+    for root in [&shared, &fresh] {
+        ok(buildit(root, &["store", "verify", "--check-contents"]));
+    }
+}
+
+fn info_field(root: &Path, path: &str, field: &str) -> String {
+    let out = ok(buildit(root, &["store", "path-info", "--json", path]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v[0][field].as_str().unwrap().to_string()
+}
+
+#[test]
+fn nginx_prod_builds_and_serves_https_only() {
+    let t = tempfile::tempdir().unwrap();
+    let spec = t.path().join("nginx-prod");
+    copy_spec("samples/nginx-prod", &spec);
+    let root = shared_root();
+    let outs = lock_and_build(&root, &spec, &["--no-link"]);
+    assert_eq!(outs.len(), 1, "{outs:?}");
+    let nginx: StorePath = StorePath::from_absolute(&outs[0]).unwrap();
+    assert!(nginx.name().starts_with("nginx-1.22.1"));
+
+    let store = LocalStore::open(&root).unwrap();
+    let info = store.require_info(&nginx).unwrap();
+    let refs: Vec<&str> = info.references.iter().map(|r| r.name()).collect();
+    for dep in ["libssl3", "libpcre2-8-0", "zlib1g", "libc6"] {
+        assert!(
+            refs.iter().any(|r| r.starts_with(dep)),
+            "{dep} is a runtime dependency: {refs:?}"
+        );
+    }
+    // The build saw the patch and the options.
+    let drv = store
+        .read_derivation(info.deriver.as_ref().unwrap())
+        .unwrap();
+    assert!(drv.env["patches"].contains("https-only.patch"));
+    assert!(drv.env["configureFlags"].contains("--with-http_ssl_module"));
+    assert!(drv.env["configureFlags"].contains("--with-http_v2_module"));
+
+    // Run it: the build root for a shell and libraries, the output on top, the
+    // sample config moved to unprivileged ports.
+    let build_root = drv.env["buildRoot"].split_whitespace().next().unwrap();
+    let build_root = StorePath::from_absolute(build_root).unwrap();
+    let work = t.path().join("work");
+    fs::create_dir(&work).unwrap();
+    let conf = fs::read_to_string(spec.join("files/nginx.conf"))
+        .unwrap()
+        .replace("user nobody nogroup;", "")
+        .replace("pid /run/nginx.pid;", "pid /build/nginx.pid;")
+        .replace("listen 443 ssl http2;", "listen 127.0.0.1:8443 ssl http2;")
+        .replace("listen 80;", "listen 127.0.0.1:8080;")
+        .replace("/etc/nginx/tls/", "/build/");
+    fs::write(work.join("nginx.conf"), conf).unwrap();
+    fs::copy(
+        store.physical_path(&nginx).join("etc/nginx/mime.types"),
+        work.join("mime.types"),
+    )
+    .unwrap();
+    let openssl = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(["-subj", "/CN=localhost", "-keyout"])
+        .arg(work.join("key.pem"))
+        .arg("-out")
+        .arg(work.join("cert.pem"))
+        .output()
+        .expect("openssl (the test command installs it)");
+    assert!(openssl.status.success(), "{openssl:?}");
+    // The client for HTTPS: the host's openssl (Debian 12, like the build root).
+    fs::copy("/usr/bin/openssl", work.join("openssl")).unwrap();
+
+    let script = r#"
+        /usr/sbin/nginx -c /build/nginx.conf -p /build/ -e stderr -g 'daemon off;' &
+        for i in $(seq 100); do
+            (exec 3<>/dev/tcp/127.0.0.1/8080) 2>/dev/null && break
+            sleep 0.1
+        done
+        exec 3<>/dev/tcp/127.0.0.1/8080
+        printf 'GET / HTTP/1.0\r\nHost: localhost\r\n\r\n' >&3
+        echo "--- plain:"; cat <&3
+        echo "--- tls:"
+        printf 'GET / HTTP/1.0\r\nHost: localhost\r\n\r\n' |
+            /build/openssl s_client -quiet -connect 127.0.0.1:8443 2>/dev/null
+        echo "--- end"
+    "#;
+    let mut s = SandboxSpec::new(["/bin/bash", "-c", script]);
+    s.root_layers = vec![
+        store.physical_path(&build_root),
+        store.physical_path(&nginx),
+    ];
+    s.writable = vec![(work.clone(), "/build".into())];
+    s.env = vec![("PATH".into(), "/usr/sbin:/usr/bin:/sbin:/bin".into())];
+    s.cwd = "/build".into();
+    s.timeout = Some(Duration::from_secs(60));
+    let log = t.path().join("run.log");
+    s.log = Some(fs::File::create(&log).unwrap());
+    let outcome = run(&s).unwrap();
+    let out = fs::read_to_string(&log).unwrap();
+    assert!(outcome.status.success(), "{outcome:?}\n{out}");
+    let plain = out
+        .split("--- plain:")
+        .nth(1)
+        .unwrap()
+        .split("--- tls:")
+        .next()
+        .unwrap();
+    let tls = out
+        .split("--- tls:")
+        .nth(1)
+        .unwrap()
+        .split("--- end")
+        .next()
+        .unwrap();
+    assert!(plain.starts_with("\nHTTP/1.1 403 Forbidden"), "{out}");
+    assert!(!plain.contains("hello from nginx-prod"), "{out}");
+    assert!(tls.contains("HTTP/1.1 200 OK"), "{out}");
+    assert!(tls.contains("hello from nginx-prod"), "{out}");
+}
