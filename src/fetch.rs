@@ -149,11 +149,14 @@ impl Fetcher {
                         name: name.to_string(),
                         url: url.to_string(),
                     })?;
-                remote.extend(
-                    roots
-                        .iter()
-                        .map(|r| Candidate::Url(format!("{}/{path}", r.trim_end_matches('/')))),
-                );
+                for r in roots {
+                    let url = format!("{}/{path}", r.trim_end_matches('/'));
+                    match url.strip_prefix("file://") {
+                        // A mirror on disk (a config `mirrors:` entry).
+                        Some(p) => local.push(Candidate::File(PathBuf::from(p))),
+                        None => remote.push(Candidate::Url(url)),
+                    }
+                }
             } else if let Some(p) = url.strip_prefix("file://") {
                 local.push(Candidate::File(PathBuf::from(p)));
             } else {

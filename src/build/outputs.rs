@@ -6,7 +6,7 @@
 //!   can be found in the runtime closure, and if not, which package has them.
 
 use std::cell::RefCell;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -33,6 +33,18 @@ pub struct RefScanner {
     /// The end of the previous write: a hash part may start there.
     tail: Vec<u8>,
     is_nix32: [bool; 256],
+    /// How many pending hash parts fall in each [`prefix_bucket`]: in long runs of
+    /// nix32 characters (`00000…`, `aaaa…`) every byte starts a window, and this
+    /// spares hashing nearly all of them.
+    buckets: Box<[u16]>,
+}
+
+const BUCKETS: usize = 1 << 16;
+
+/// A bucket (below `BUCKETS`) for the first bytes of a window.
+fn prefix_bucket(window: &[u8; HASH_PART_LEN]) -> usize {
+    let head = u32::from_le_bytes([window[0], window[1], window[2], window[3]]);
+    (head.wrapping_mul(0x9e37_79b1) >> 16) as usize
 }
 
 impl RefScanner {
@@ -46,11 +58,17 @@ impl RefScanner {
                 .expect("store path hash parts have a fixed length");
             pending.entry(key).or_default().push(p.clone());
         }
+        let mut buckets = vec![0u16; BUCKETS].into_boxed_slice();
+        for key in pending.keys() {
+            let b = &mut buckets[prefix_bucket(key)];
+            *b = b.saturating_add(1);
+        }
         RefScanner {
             pending,
             found: BTreeSet::new(),
             tail: Vec::with_capacity(2 * HASH_PART_LEN),
             is_nix32: std::array::from_fn(|b| nix32::is_nix32_char(b as u8)),
+            buckets,
         }
     }
 
@@ -85,8 +103,15 @@ impl RefScanner {
             let window: &[u8; HASH_PART_LEN] = s[i..i + HASH_PART_LEN]
                 .try_into()
                 .expect("window has the length of a hash part");
-            if let Some(paths) = self.pending.remove(window) {
-                self.found.extend(paths);
+            let bucket = prefix_bucket(window);
+            if self.buckets[bucket] != 0 {
+                if let Some(paths) = self.pending.remove(window) {
+                    self.found.extend(paths);
+                    // A saturated count is never decremented: it stays a hint.
+                    if self.buckets[bucket] != u16::MAX {
+                        self.buckets[bucket] -= 1;
+                    }
+                }
             }
             i += 1;
             good = HASH_PART_LEN - 1;
@@ -167,11 +192,32 @@ pub struct MissingLibrary {
     pub provider: Option<String>,
 }
 
+/// The kind of machine code in an ELF file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ElfAbi {
+    pub is64: bool,
+    pub big_endian: bool,
+    /// `e_machine`.
+    pub machine: u16,
+}
+
+/// The ABI [`check_needed`] checks: x86-64, whose loader searches
+/// [`DEFAULT_LIBRARY_DIRS`]. Files for other ABIs (the i386 helpers that valgrind
+/// and perf ship) need a loader and libraries of their own, which nothing here
+/// provides or looks for, so they are not checked.
+pub const NATIVE_ABI: ElfAbi = ElfAbi {
+    is64: true,
+    big_endian: false,
+    machine: 62, // EM_X86_64
+};
+
 /// What the dynamic loader needs to run an ELF file, read from its program headers
 /// (section headers are never used: stripped files may not have them).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ElfDeps {
-    /// `PT_INTERP`: the dynamic loader's path.
+    pub abi: ElfAbi,
+    /// `PT_INTERP`: the dynamic loader's path. Executables have one, shared
+    /// libraries do not.
     pub interpreter: Option<OsString>,
     /// `DT_NEEDED` entries, in file order.
     pub needed: Vec<OsString>,
@@ -193,13 +239,17 @@ impl ElfDeps {
         list.as_bytes()
             .split(|&b| b == b':')
             .filter(|d| !d.is_empty())
-            .map(|d| {
-                let d = replace(d, b"${ORIGIN}", origin.as_os_str().as_bytes());
-                let d = replace(&d, b"$ORIGIN", origin.as_os_str().as_bytes());
-                PathBuf::from(OsString::from_vec(d))
-            })
+            .map(|d| expand_origin(d, origin))
             .collect()
     }
+}
+
+/// `s` with the loader's `$ORIGIN` (or `${ORIGIN}`) replaced by `origin`, the
+/// directory of the file that names it.
+fn expand_origin(s: &[u8], origin: &Path) -> PathBuf {
+    let origin = origin.as_os_str().as_bytes();
+    let s = replace(s, b"${ORIGIN}", origin);
+    PathBuf::from(OsString::from_vec(replace(&s, b"$ORIGIN", origin)))
 }
 
 fn replace(s: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
@@ -285,8 +335,9 @@ const DT_RUNPATH: u64 = 29;
 /// Bounds on what hostile headers can make us allocate; real files are far below.
 const MAX_PHDR_TABLE: u64 = 1 << 20;
 const MAX_DYNAMIC: u64 = 1 << 20;
-/// `PATH_MAX`, which bounds the interpreter, library names and search paths alike.
-const MAX_STRING: u64 = 4096;
+/// Longest interpreter, library name or search path accepted: far beyond
+/// `PATH_MAX`, as a search path lists several directories.
+const MAX_STRING: u64 = 1 << 16;
 
 /// Byte order and word size, from `e_ident`.
 #[derive(Clone, Copy)]
@@ -349,17 +400,13 @@ struct Elf<'f> {
 impl Elf<'_> {
     /// Exactly `len` bytes at `offset`, which must lie inside the file.
     fn read(&self, offset: u64, len: u64, what: &str) -> Result<Vec<u8>, ElfError> {
-        let end = offset
-            .checked_add(len)
-            .filter(|&end| end <= self.size)
-            .ok_or_else(|| {
-                malformed(format!(
-                    "{what} ({len} bytes at offset {offset}) extends past the end of the \
-                     file ({} bytes)",
-                    self.size
-                ))
-            })?;
-        debug_assert!(end <= self.size);
+        if offset.checked_add(len).is_none_or(|end| end > self.size) {
+            return Err(malformed(format!(
+                "{what} ({len} bytes at offset {offset}) extends past the end of the file \
+                 ({} bytes)",
+                self.size
+            )));
+        }
         let mut buf = vec![0; len as usize];
         self.file.read_exact_at(&mut buf, offset).map_err(|e| {
             if e.kind() == io::ErrorKind::UnexpectedEof {
@@ -393,7 +440,6 @@ impl Elf<'_> {
     }
 
     fn deps(&self) -> Result<ElfDeps, ElfError> {
-        // e_ident plus the fields up to e_shstrndx: 52 bytes in ELF32, 64 in ELF64.
         let ident = self.read(0, 16, "ELF identification")?;
         let layout = Layout {
             is64: match ident[4] {
@@ -407,14 +453,22 @@ impl Elf<'_> {
                 d => return Err(malformed(format!("unknown ELF data encoding {d}"))),
             },
         };
+        // Everything up to e_shstrndx: 52 bytes in ELF32, 64 in ELF64.
         let header = self.read(0, if layout.is64 { 64 } else { 52 }, "ELF header")?;
+        let mut deps = ElfDeps {
+            abi: ElfAbi {
+                is64: layout.is64,
+                big_endian: layout.big_endian,
+                machine: layout.u16(&header, 18),
+            },
+            ..ElfDeps::default()
+        };
         let e_type = layout.u16(&header, 16);
         if e_type != ET_EXEC && e_type != ET_DYN {
-            return Ok(ElfDeps::default());
+            return Ok(deps);
         }
         let phdrs = self.program_headers(layout, &header)?;
 
-        let mut deps = ElfDeps::default();
         if let Some(interp) = phdrs.iter().find(|p| p.kind == PT_INTERP) {
             // Separate debug files keep the program headers but not the contents:
             // an empty PT_INTERP is no interpreter.
@@ -574,13 +628,19 @@ fn file_offset(phdrs: &[Phdr], addr: u64) -> Option<u64> {
 /// in directories are followed across trees (a usrmerge `/lib -> usr/lib` from one
 /// package, the libraries from another); the library itself only has to exist,
 /// since its symlink may point into `/etc/alternatives`, which maintainer scripts
-/// fill in. Names containing `/`, and relative search directories, are taken
-/// relative to `/`.
+/// fill in. Names containing `/` are paths (`$ORIGIN` expanded); they and
+/// relative search directories are taken relative to `/`.
+///
+/// Two kinds of files are let off. Shared libraries (no interpreter) whose needed
+/// library is anywhere in the output by name: the program that loads them may
+/// have loaded it already. Files for another ABI than [`NATIVE_ABI`]. Files that
+/// are not valid ELF are skipped too: a corrupt or foreign test fixture is no
+/// reason to fail a build.
 ///
 /// Each missing library names the first of `providers` that has it in the same
-/// places. Files that are not valid ELF are skipped: a corrupt or foreign test
-/// fixture is no reason to fail a build. The result is sorted by `needed_by`,
-/// then `library`.
+/// places (and those of the providers' own `ld.so.conf.d`), looking at all the
+/// trees as if installed together, as a build root's members are. The result is
+/// sorted by `needed_by`, then `library`.
 pub fn check_needed(
     output: &Path,
     runtime: &[LibraryTree],
@@ -590,21 +650,16 @@ pub fn check_needed(
     roots.extend(runtime.iter().map(|t| t.root.clone()));
     let closure_len = roots.len();
     roots.extend(providers.iter().map(|t| t.root.clone()));
-    let mut conf_dirs = Vec::new();
-    for root in &roots[..closure_len] {
-        conf_dirs.extend(ld_so_conf_dirs(root)?);
-    }
-    let mut provider_conf_dirs = Vec::new();
-    for root in &roots[closure_len..] {
-        provider_conf_dirs.extend(ld_so_conf_dirs(root)?);
-    }
+    let conf_dirs = ld_so_conf_dirs(&roots[..closure_len])?;
+    let provider_conf_dirs = ld_so_conf_dirs(&roots[closure_len..])?;
     let union = Union::new(roots, closure_len);
 
+    let (files, names) = files_below(output)?;
     let mut missing = Vec::new();
-    for (logical, physical) in files_below(output)? {
+    for (logical, physical) in files {
         let deps = match read_elf_deps(&physical) {
-            Ok(Some(deps)) => deps,
-            Ok(None) => continue,
+            Ok(Some(deps)) if deps.abi == NATIVE_ABI => deps,
+            Ok(_) => continue,
             Err(e) if e.kind() == io::ErrorKind::InvalidData => continue,
             Err(e) => return Err(e),
         };
@@ -626,19 +681,12 @@ pub fn check_needed(
             .collect();
         let needed_by = logical.to_string_lossy().into_owned();
 
-        let mut report = |library: &OsStr, in_dirs: Option<(&[PathBuf], &[PathBuf])>| {
-            let root = Path::new("/");
-            let paths = |dirs: &[PathBuf]| -> Vec<PathBuf> {
-                dirs.iter().map(|d| root.join(d).join(library)).collect()
-            };
-            let (closure_paths, provider_paths) = match in_dirs {
-                Some((closure, providers)) => (paths(closure), paths(providers)),
-                None => (vec![root.join(library)], vec![root.join(library)]),
-            };
-            if closure_paths.iter().any(|p| union.in_closure(p)) {
+        let root = Path::new("/");
+        let mut check = |library: &OsStr, closure: Vec<PathBuf>, provided: Vec<PathBuf>| {
+            if closure.iter().any(|p| union.in_closure(p)) {
                 return;
             }
-            let provider = provider_paths
+            let provider = provided
                 .iter()
                 .filter_map(|p| union.provider_of(p))
                 .min()
@@ -650,13 +698,23 @@ pub fn check_needed(
             });
         };
         if let Some(interp) = &deps.interpreter {
-            report(interp, None);
+            check(interp, vec![root.join(interp)], vec![root.join(interp)]);
         }
         for lib in &deps.needed {
             if lib.as_bytes().contains(&b'/') {
-                report(lib, None);
+                let path = root.join(expand_origin(lib.as_bytes(), origin));
+                check(lib, vec![path.clone()], vec![path]);
+            } else if deps.interpreter.is_none() && names.contains(lib.as_os_str()) {
+                // A library's needs may be met by what the program that loads it
+                // loaded first (java's libjvm.so, systemd's private
+                // libsystemd-shared), which the loader matches by name. Only the
+                // program's own search is checked, when the output has the name.
+                continue;
             } else {
-                report(lib, Some((&closure_dirs, &provider_dirs)));
+                let within = |dirs: &[PathBuf]| -> Vec<PathBuf> {
+                    dirs.iter().map(|d| root.join(d).join(lib)).collect()
+                };
+                check(lib, within(&closure_dirs), within(&provider_dirs));
             }
         }
     }
@@ -665,10 +723,14 @@ pub fn check_needed(
     Ok(missing)
 }
 
-/// Every regular file below `root` (symlinks not followed), as its path inside the
-/// tree (`/usr/bin/x`) and on disk, in sorted order.
-fn files_below(root: &Path) -> io::Result<Vec<(PathBuf, PathBuf)>> {
+/// Regular files as their path inside a tree (`/usr/bin/x`) and on disk; and the
+/// names of all files and symlinks.
+type Files = (Vec<(PathBuf, PathBuf)>, HashSet<OsString>);
+
+/// The [`Files`] below `root` (symlinks not followed), files in sorted order.
+fn files_below(root: &Path) -> io::Result<Files> {
     let mut files = Vec::new();
+    let mut names = HashSet::new();
     let mut stack = vec![PathBuf::from("/")];
     while let Some(logical) = stack.pop() {
         let dir = root.join(
@@ -676,34 +738,41 @@ fn files_below(root: &Path) -> io::Result<Vec<(PathBuf, PathBuf)>> {
                 .strip_prefix("/")
                 .expect("logical paths are absolute"),
         );
-        let mut entries = fs::read_dir(&dir)
-            .and_then(|entries| entries.collect::<io::Result<Vec<_>>>())
-            .map_err(in_file(&dir))?;
-        entries.sort_by_key(|e| e.file_name());
-        // Reversed so that the stack yields directories in sorted order.
-        for entry in entries.into_iter().rev() {
+        for entry in fs::read_dir(&dir).map_err(in_file(&dir))? {
+            let entry = entry.map_err(in_file(&dir))?;
             let kind = entry.file_type().map_err(in_file(&entry.path()))?;
             let path = logical.join(entry.file_name());
             if kind.is_dir() {
                 stack.push(path);
-            } else if kind.is_file() {
+                continue;
+            }
+            if kind.is_file() {
                 files.push((path, entry.path()));
             }
+            names.insert(entry.file_name());
         }
     }
     files.sort();
-    Ok(files)
+    Ok((files, names))
 }
 
-/// The absolute directories listed in `root/etc/ld.so.conf.d/*.conf`.
-/// `include` lines are not followed: Debian's only one is in `/etc/ld.so.conf`
-/// and includes this very directory.
-fn ld_so_conf_dirs(root: &Path) -> io::Result<Vec<PathBuf>> {
+/// The absolute directories listed in `etc/ld.so.conf.d/*.conf` of the `roots`,
+/// each once. `include` lines are not followed: Debian's only one is in
+/// `/etc/ld.so.conf` and includes this very directory.
+fn ld_so_conf_dirs(roots: &[PathBuf]) -> io::Result<Vec<PathBuf>> {
+    let mut dirs = Vec::new();
+    for root in roots {
+        ld_so_conf_d(root, &mut dirs)?;
+    }
+    Ok(dirs)
+}
+
+fn ld_so_conf_d(root: &Path, dirs: &mut Vec<PathBuf>) -> io::Result<()> {
     let conf_d = root.join("etc/ld.so.conf.d");
     // Only real directories: a symlinked `etc` could lead out of the tree.
     let real_dir = |p: &Path| fs::symlink_metadata(p).is_ok_and(|m| m.is_dir());
     if !real_dir(&root.join("etc")) || !real_dir(&conf_d) {
-        return Ok(Vec::new());
+        return Ok(());
     }
     let mut confs: Vec<PathBuf> = fs::read_dir(&conf_d)
         .and_then(|entries| {
@@ -717,18 +786,18 @@ fn ld_so_conf_dirs(root: &Path) -> io::Result<Vec<PathBuf>> {
         .filter(|p| fs::symlink_metadata(p).is_ok_and(|m| m.is_file()))
         .collect();
     confs.sort();
-    let mut dirs = Vec::new();
     for conf in confs {
         let text = fs::read(&conf).map_err(in_file(&conf))?;
         for line in text.split(|&b| b == b'\n') {
             let line = line.split(|&b| b == b'#').next().unwrap_or_default();
             let line = line.trim_ascii();
-            if line.starts_with(b"/") {
-                dirs.push(PathBuf::from(OsStr::from_bytes(line)));
+            let dir = PathBuf::from(OsStr::from_bytes(line));
+            if dir.is_absolute() && !dirs.contains(&dir) {
+                dirs.push(dir);
             }
         }
     }
-    Ok(dirs)
+    Ok(())
 }
 
 /// Which trees of a [`Union`] a lookup sees, and which may hold the file itself.
@@ -910,5 +979,813 @@ fn push_components(pending: &mut Vec<OsString>, path: &Path) {
             Component::ParentDir => pending.push(OsString::from("..")),
             Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+    use std::process::Command;
+
+    fn store_path(n: u8, name: &str) -> StorePath {
+        StorePath::from_digest(&[n; 20], name).unwrap()
+    }
+
+    fn put(root: &Path, rel: &str, contents: &[u8]) -> PathBuf {
+        let p = root.join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, contents).unwrap();
+        p
+    }
+
+    fn link(root: &Path, rel: &str, target: &str) {
+        let p = root.join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        symlink(target, p).unwrap();
+    }
+
+    // --- references ---
+
+    #[test]
+    fn finds_references_in_file_contents() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, c) = (
+            store_path(1, "bash-5.2"),
+            store_path(2, "glibc-2.36"),
+            store_path(3, "unused-1"),
+        );
+        put(
+            dir.path(),
+            "bin/script",
+            format!("#!{}/bin/bash\n", a.to_absolute()).as_bytes(),
+        );
+        // Hash parts count on their own, whatever surrounds them, as in Nix.
+        put(
+            dir.path(),
+            "lib/blob",
+            format!("\0\0{}\x01", b.hash_part()).as_bytes(),
+        );
+        let candidates = BTreeSet::from([a.clone(), b.clone(), c]);
+        let found = scan_references(dir.path(), &candidates).unwrap();
+        assert_eq!(found, BTreeSet::from([a, b]));
+    }
+
+    #[test]
+    fn finds_references_in_symlink_targets_and_single_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = store_path(4, "openssl-3");
+        link(
+            dir.path(),
+            "tree/lib/libssl.so.3",
+            &format!("{}/lib/libssl.so.3", a.to_absolute()),
+        );
+        let candidates = BTreeSet::from([a.clone(), store_path(5, "other")]);
+        let found = scan_references(&dir.path().join("tree"), &candidates).unwrap();
+        assert_eq!(found, BTreeSet::from([a.clone()]));
+
+        let file = put(dir.path(), "file", a.base_name().as_bytes());
+        assert_eq!(
+            scan_references(&file, &candidates).unwrap(),
+            BTreeSet::from([a])
+        );
+    }
+
+    #[test]
+    fn finds_a_reference_split_across_writes() {
+        let a = store_path(6, "split");
+        // nix32 filler on both sides makes every window near the hash a candidate.
+        let data = format!("0123456789abc/store/{}-split/bin xyz 0000", a.hash_part());
+        let data = data.as_bytes();
+        for cut in 0..=data.len() {
+            let mut s = RefScanner::new([&a]);
+            s.write_all(&data[..cut]).unwrap();
+            s.write_all(&data[cut..]).unwrap();
+            assert!(s.found().contains(&a), "cut at {cut}");
+        }
+        for chunk in 1..=40 {
+            let mut s = RefScanner::new([&a]);
+            for piece in data.chunks(chunk) {
+                s.write_all(piece).unwrap();
+            }
+            assert_eq!(s.into_found(), BTreeSet::from([a.clone()]), "chunk {chunk}");
+        }
+    }
+
+    #[test]
+    fn no_false_positives() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = store_path(7, "wanted");
+        let hash = a.hash_part();
+        // One character off, cut short at the end of a file, and a long run of
+        // nix32 characters that never contains it.
+        let mut off_by_one = hash.as_bytes().to_vec();
+        off_by_one[16] = if off_by_one[16] == b'0' { b'1' } else { b'0' };
+        put(dir.path(), "a", &off_by_one);
+        put(dir.path(), "b", &hash.as_bytes()[..31]);
+        put(
+            dir.path(),
+            "c",
+            "0123456789abcdfghijklmnpqrsvwxyz".repeat(500).as_bytes(),
+        );
+        put(
+            dir.path(),
+            "d",
+            store_path(8, "other").to_absolute().as_bytes(),
+        );
+        let found = scan_references(dir.path(), &BTreeSet::from([a])).unwrap();
+        assert!(found.is_empty(), "{found:?}");
+    }
+
+    #[test]
+    fn finds_a_self_reference() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = store_path(9, "hello-2.12");
+        let dep = store_path(10, "glibc");
+        put(
+            dir.path(),
+            "share/hello/prefix",
+            out.to_absolute().as_bytes(),
+        );
+        let found = scan_references(dir.path(), &BTreeSet::from([out.clone(), dep])).unwrap();
+        assert_eq!(found, BTreeSet::from([out]));
+    }
+
+    // --- the union of trees ---
+
+    #[test]
+    fn union_follows_symlinks_across_trees_but_not_out_of_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("base");
+        let libs = dir.path().join("libs");
+        let loops = dir.path().join("loops");
+        let outside = dir.path().join("outside");
+        link(&base, "lib", "usr/lib");
+        link(&base, "lib64", "/usr/lib64");
+        put(&libs, "usr/lib/x86_64-linux-gnu/libx.so.1.2", b"");
+        link(&libs, "usr/lib/x86_64-linux-gnu/libx.so.1", "libx.so.1.2");
+        // Dangling: the link is what the loader is pointed at; alternatives and
+        // the like are set up later.
+        link(
+            &libs,
+            "usr/lib/x86_64-linux-gnu/liby.so.1",
+            "/etc/alternatives/y",
+        );
+        put(&libs, "usr/lib64/ld.so", b"");
+        put(&outside, "secret/libz.so", b"");
+        link(&loops, "escape", outside.to_str().unwrap());
+        link(&loops, "a", "b");
+        link(&loops, "b", "a");
+        let union = Union::new(vec![base, libs, loops], 3);
+        for (path, want) in [
+            ("/lib/x86_64-linux-gnu/libx.so.1", true),
+            ("/lib/x86_64-linux-gnu/liby.so.1", true),
+            ("/usr/lib/../lib/x86_64-linux-gnu/libx.so.1", true),
+            ("/lib64/ld.so", true),
+            ("/lib/../lib64/ld.so", true),
+            ("/lib/x86_64-linux-gnu/libnone.so", false),
+            ("/usr/lib", false),
+            ("/escape/secret/libz.so", false),
+            // A loop ends the walk; the link itself is there like any other.
+            ("/a/libx.so.1", false),
+            ("/a", true),
+        ] {
+            assert_eq!(union.in_closure(Path::new(path)), want, "{path}");
+        }
+    }
+
+    #[test]
+    fn union_names_the_first_provider() {
+        let dir = tempfile::tempdir().unwrap();
+        let output = dir.path().join("out");
+        let base = dir.path().join("base-files");
+        let p1 = dir.path().join("p1");
+        let p2 = dir.path().join("p2");
+        link(&output, "abs", "/usr/lib64");
+        link(&base, "lib64", "usr/lib64");
+        put(&p1, "usr/lib64/libq.so", b"");
+        put(&p2, "lib64/libq.so", b"");
+        // base-files is a provider too: its symlink is still followed.
+        let union = Union::new(vec![output, base, p2, p1], 1);
+        assert_eq!(union.provider_of(Path::new("/lib64/libq.so")), Some(1));
+        assert!(!union.in_closure(Path::new("/lib64/libq.so")));
+        // A symlink from the closure into a provider: only providers see it there.
+        assert_eq!(union.provider_of(Path::new("/abs/libq.so")), Some(2));
+        assert!(!union.in_closure(Path::new("/abs/libq.so")));
+    }
+
+    // --- ELF files built by the C compiler ---
+
+    /// `cc` with `args` in `dir`; `None` if there is no C compiler.
+    fn cc(dir: &Path, args: &[&str]) -> Option<bool> {
+        match Command::new("cc").current_dir(dir).args(args).output() {
+            Ok(out) => {
+                if !out.status.success() {
+                    eprintln!("cc {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+                }
+                Some(out.status.success())
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => panic!("running cc: {e}"),
+        }
+    }
+
+    struct Demo {
+        dir: tempfile::TempDir,
+        /// `libdemo.so.1`, and a program linked against it without a search path.
+        lib: PathBuf,
+        exe: PathBuf,
+        deps: ElfDeps,
+    }
+
+    /// Builds the demo library and program, or `None` (the test is skipped) if
+    /// there is no C compiler.
+    fn demo() -> Option<Demo> {
+        let dir = tempfile::tempdir().unwrap();
+        put(dir.path(), "demo.c", b"int demo(void) { return 42; }\n");
+        put(
+            dir.path(),
+            "main.c",
+            b"int demo(void);\nint main(void) { return demo(); }\n",
+        );
+        let built = cc(
+            dir.path(),
+            &[
+                "-shared",
+                "-fPIC",
+                "-Wl,-soname,libdemo.so.1",
+                "-o",
+                "libdemo.so.1",
+                "demo.c",
+            ],
+        );
+        if built.is_none() {
+            eprintln!("no C compiler: skipped");
+            return None;
+        }
+        assert_eq!(built, Some(true));
+        assert_eq!(
+            cc(dir.path(), &["-o", "demo", "main.c", "./libdemo.so.1"]),
+            Some(true)
+        );
+        let exe = dir.path().join("demo");
+        let deps = read_elf_deps(&exe).unwrap().unwrap();
+        assert!(
+            deps.needed.contains(&OsString::from("libdemo.so.1")),
+            "{deps:?}"
+        );
+        Some(Demo {
+            lib: dir.path().join("libdemo.so.1"),
+            exe,
+            deps,
+            dir,
+        })
+    }
+
+    fn tree(label: &str, root: &Path) -> LibraryTree {
+        LibraryTree {
+            label: label.to_string(),
+            root: root.to_path_buf(),
+        }
+    }
+
+    fn copy(from: &Path, root: &Path, rel: &str) {
+        let to = root.join(rel);
+        fs::create_dir_all(to.parent().unwrap()).unwrap();
+        fs::copy(from, to).unwrap();
+    }
+
+    /// A usrmerged C library in two trees: `base-files` with `/lib -> usr/lib`
+    /// and the like, `libc6` with the libraries (other than libdemo) and the
+    /// interpreter that `deps` needs, under `/usr`. Their contents do not matter.
+    fn libc_trees(dir: &Path, deps: &ElfDeps) -> Vec<LibraryTree> {
+        let base = dir.join("base-files");
+        let libc = dir.join("libc6");
+        for top in ["lib", "lib64"] {
+            link(&base, top, &format!("usr/{top}"));
+        }
+        for lib in &deps.needed {
+            let lib = lib.to_str().unwrap();
+            if lib != "libdemo.so.1" {
+                put(&libc, &format!("usr/lib/x86_64-linux-gnu/{lib}"), b"");
+            }
+        }
+        let interp = deps.interpreter.as_ref().expect("a dynamic executable");
+        let interp = interp.to_str().unwrap();
+        let rel = interp.trim_start_matches('/');
+        let under_usr = rel.starts_with("lib/") || rel.starts_with("lib64/");
+        put(
+            &libc,
+            &if under_usr {
+                format!("usr/{rel}")
+            } else {
+                rel.to_string()
+            },
+            b"",
+        );
+        vec![tree("base-files", &base), tree("libc6", &libc)]
+    }
+
+    fn missing(library: &str, needed_by: &str, provider: Option<&str>) -> MissingLibrary {
+        MissingLibrary {
+            library: library.to_string(),
+            needed_by: needed_by.to_string(),
+            provider: provider.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn needed_libraries_in_the_closure_or_from_a_provider() {
+        let Some(d) = demo() else { return };
+        let out = d.dir.path().join("out");
+        copy(&d.exe, &out, "usr/bin/demo");
+        let mut runtime = libc_trees(d.dir.path(), &d.deps);
+        let libdemo = d.dir.path().join("libdemo1");
+        copy(&d.lib, &libdemo, "usr/lib/x86_64-linux-gnu/libdemo.so.1.0");
+        link(
+            &libdemo,
+            "usr/lib/x86_64-linux-gnu/libdemo.so.1",
+            "libdemo.so.1.0",
+        );
+        let empty = d.dir.path().join("empty");
+        put(&empty, "usr/share/doc/empty/copyright", b"");
+        let libdemo = tree("libdemo1", &libdemo);
+        let empty = tree("empty", &empty);
+
+        // Found in a runtime tree.
+        let mut with_libdemo = runtime.clone();
+        with_libdemo.push(libdemo.clone());
+        assert_eq!(check_needed(&out, &with_libdemo, &[]).unwrap(), vec![]);
+
+        // Missing, and a provider has it.
+        assert_eq!(
+            check_needed(&out, &runtime, &[empty.clone(), libdemo.clone()]).unwrap(),
+            vec![missing("libdemo.so.1", "/usr/bin/demo", Some("libdemo1"))]
+        );
+        // Missing, and no provider has it.
+        assert_eq!(
+            check_needed(&out, &runtime, std::slice::from_ref(&empty)).unwrap(),
+            vec![missing("libdemo.so.1", "/usr/bin/demo", None)]
+        );
+
+        // No C library at all: the interpreter is missing too; sorted by library.
+        runtime.push(libdemo);
+        let libc_only = runtime[1].clone();
+        let found =
+            check_needed(&out, &runtime[2..], &[empty, runtime[0].clone(), libc_only]).unwrap();
+        let mut want: Vec<MissingLibrary> = d
+            .deps
+            .needed
+            .iter()
+            .filter(|l| *l != "libdemo.so.1")
+            .map(|l| missing(l.to_str().unwrap(), "/usr/bin/demo", Some("libc6")))
+            .collect();
+        want.push(missing(
+            d.deps.interpreter.as_ref().unwrap().to_str().unwrap(),
+            "/usr/bin/demo",
+            Some("libc6"),
+        ));
+        want.sort_by(|a, b| a.library.cmp(&b.library));
+        assert_eq!(found, want);
+    }
+
+    #[test]
+    fn ld_so_conf_directories_and_symlinks_in_the_output() {
+        let Some(d) = demo() else { return };
+        let dir = d.dir.path();
+        let out = dir.join("out");
+        copy(&d.exe, &out, "usr/bin/demo");
+        // Not followed: it would bring in whatever /bin/ls needs.
+        link(&out, "usr/bin/ls", "/bin/ls");
+        let special = dir.join("libdemo-special");
+        copy(
+            &d.lib,
+            &special,
+            "usr/lib/x86_64-linux-gnu/special/libdemo.so.1",
+        );
+        put(
+            &special,
+            "etc/ld.so.conf.d/special.conf",
+            b"# where libdemo lives\n  /usr/lib/x86_64-linux-gnu/special  # really\n",
+        );
+        let mut runtime = libc_trees(dir, &d.deps);
+        let special = tree("libdemo-special", &special);
+
+        // Neither in the default directories nor configured: missing; the
+        // provider's own configuration finds it.
+        assert_eq!(
+            check_needed(&out, &runtime, std::slice::from_ref(&special)).unwrap(),
+            vec![missing(
+                "libdemo.so.1",
+                "/usr/bin/demo",
+                Some("libdemo-special")
+            )]
+        );
+        runtime.push(special);
+        assert_eq!(check_needed(&out, &runtime, &[]).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn runpath_and_rpath_with_origin() {
+        let Some(d) = demo() else { return };
+        let dir = d.dir.path();
+        for (name, flags) in [
+            ("demo-runpath", "-Wl,--enable-new-dtags"),
+            ("demo-rpath", "-Wl,--disable-new-dtags"),
+        ] {
+            let args = [
+                "-o",
+                name,
+                "main.c",
+                "./libdemo.so.1",
+                "-Wl,-rpath,$ORIGIN/../lib",
+                flags,
+            ];
+            assert_eq!(cc(dir, &args), Some(true));
+        }
+        let runpath = read_elf_deps(&dir.join("demo-runpath")).unwrap().unwrap();
+        assert_eq!(runpath.runpath, Some("$ORIGIN/../lib".into()));
+        assert_eq!(runpath.rpath, None);
+        let rpath = read_elf_deps(&dir.join("demo-rpath")).unwrap().unwrap();
+        assert_eq!(rpath.rpath, Some("$ORIGIN/../lib".into()));
+        assert_eq!(rpath.runpath, None);
+        assert_eq!(
+            rpath.search_path(Path::new("/opt/demo/bin")),
+            vec![PathBuf::from("/opt/demo/bin/../lib")]
+        );
+
+        // Outside the default directories: only the files with a search path find
+        // the library next to them.
+        let out = dir.join("out");
+        copy(&d.lib, &out, "opt/demo/lib/libdemo.so.1");
+        copy(&d.exe, &out, "opt/demo/bin/demo");
+        copy(&dir.join("demo-runpath"), &out, "opt/demo/bin/demo-runpath");
+        copy(&dir.join("demo-rpath"), &out, "opt/demo/bin/demo-rpath");
+        let runtime = libc_trees(dir, &d.deps);
+        assert_eq!(
+            check_needed(&out, &runtime, &[]).unwrap(),
+            vec![missing("libdemo.so.1", "/opt/demo/bin/demo", None)]
+        );
+    }
+
+    #[test]
+    fn stripped_binary_without_section_headers() {
+        let Some(d) = demo() else { return };
+        let dir = d.dir.path();
+        assert_eq!(
+            cc(
+                dir,
+                &["-s", "-o", "demo-stripped", "main.c", "./libdemo.so.1"]
+            ),
+            Some(true)
+        );
+        // Drop the section header table from the header too (e_shoff, e_shentsize,
+        // e_shnum, e_shstrndx): only program headers may be used.
+        let path = dir.join("demo-stripped");
+        let mut bytes = fs::read(&path).unwrap();
+        assert_eq!(bytes[4], 2, "a 64-bit compiler");
+        bytes[40..48].fill(0);
+        bytes[58..64].fill(0);
+        fs::write(&path, &bytes).unwrap();
+        let stripped = read_elf_deps(&path).unwrap().unwrap();
+        assert_eq!(stripped, d.deps);
+    }
+
+    #[test]
+    fn static_binary_needs_nothing() {
+        let Some(d) = demo() else { return };
+        let dir = d.dir.path();
+        put(dir, "static.c", b"int main(void) { return 0; }\n");
+        if cc(dir, &["-static", "-o", "static", "static.c"]) != Some(true) {
+            eprintln!("no static C library: skipped");
+            return;
+        }
+        let deps = read_elf_deps(&dir.join("static")).unwrap().unwrap();
+        assert_eq!(deps.interpreter, None);
+        assert!(deps.needed.is_empty(), "{deps:?}");
+        let out = dir.join("out");
+        copy(&dir.join("static"), &out, "bin/static");
+        assert_eq!(check_needed(&out, &[], &[]).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn non_elf_truncated_and_corrupt_files() {
+        let Some(d) = demo() else { return };
+        let dir = d.dir.path();
+        let text = put(dir, "text", b"#!/bin/sh\necho hi\n");
+        let tiny = put(dir, "tiny", b"\x7fEL");
+        assert_eq!(read_elf_deps(&text).unwrap(), None);
+        assert_eq!(read_elf_deps(&tiny).unwrap(), None);
+
+        let magic_only = put(dir, "magic-only", ELF_MAGIC);
+        let err = read_elf_deps(&magic_only).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(err.to_string().contains("magic-only"), "{err}");
+
+        // Every truncation and many corruptions of a real file: errors of the
+        // right kind, or some answer, but never a panic.
+        let bytes = fs::read(&d.exe).unwrap();
+        let broken = dir.join("broken");
+        let check = |contents: &[u8]| {
+            fs::write(&broken, contents).unwrap();
+            if let Err(e) = read_elf_deps(&broken) {
+                assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
+            }
+        };
+        for len in (0..bytes.len()).step_by(61) {
+            check(&bytes[..len]);
+        }
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        for _ in 0..300 {
+            let mut corrupt = bytes.clone();
+            for _ in 0..4 {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let at = (seed % 4096) as usize % corrupt.len();
+                corrupt[at] = (seed >> 32) as u8;
+            }
+            check(&corrupt);
+        }
+
+        // None of it stops the check of a whole tree.
+        let out = dir.join("out");
+        copy(&text, &out, "bin/script");
+        copy(&magic_only, &out, "lib/magic-only");
+        fs::write(out.join("lib/truncated"), &bytes[..1000]).unwrap();
+        assert_eq!(check_needed(&out, &[], &[]).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn needed_names_match_readelf() {
+        let Some(d) = demo() else { return };
+        for path in [Path::new("/bin/ls"), &d.exe, &d.lib] {
+            let Ok(Some(deps)) = read_elf_deps(path) else {
+                eprintln!("{} is not an ELF file here: skipped", path.display());
+                continue;
+            };
+            let out = match Command::new("readelf").arg("-dW").arg(path).output() {
+                Ok(out) if out.status.success() => out,
+                _ => {
+                    eprintln!("no readelf: skipped");
+                    return;
+                }
+            };
+            let text = String::from_utf8(out.stdout).unwrap();
+            let want: Vec<OsString> = text
+                .lines()
+                .filter(|l| l.contains("(NEEDED)"))
+                .map(|l| {
+                    let name = l.split_once('[').unwrap().1.rsplit_once(']').unwrap().0;
+                    OsString::from(name)
+                })
+                .collect();
+            assert_eq!(deps.needed, want, "{}", path.display());
+        }
+    }
+
+    // --- synthetic ELF files: the other classes and byte orders ---
+
+    struct Synth {
+        is64: bool,
+        big_endian: bool,
+        machine: u16,
+        e_type: u16,
+        interp: Option<&'static str>,
+        needed: Vec<&'static str>,
+        runpath: Option<&'static str>,
+    }
+
+    impl Synth {
+        fn new(is64: bool, big_endian: bool) -> Self {
+            Synth {
+                is64,
+                big_endian,
+                machine: NATIVE_ABI.machine,
+                e_type: ET_DYN,
+                interp: Some("/lib/ld.so.1"),
+                needed: vec!["libc.so.6", "libm.so.6"],
+                runpath: Some("$ORIGIN"),
+            }
+        }
+
+        /// Header, three program headers (PT_LOAD of the whole file at a base
+        /// address, PT_INTERP, PT_DYNAMIC), the interpreter, the string table and
+        /// the dynamic section.
+        fn build(&self) -> Vec<u8> {
+            const BASE: u64 = 0x40_0000;
+            let word = if self.is64 { 8 } else { 4 };
+            let (ehsize, phentsize) = if self.is64 { (64, 56) } else { (52, 32) };
+            let interp_off = ehsize + 3 * phentsize;
+            let interp = self.interp.map(|i| format!("{i}\0")).unwrap_or_default();
+            let strtab_off = interp_off + interp.len();
+            let mut strtab = vec![0u8];
+            let mut offsets = Vec::new();
+            for s in self.needed.iter().chain(&self.runpath) {
+                offsets.push(strtab.len() as u64);
+                strtab.extend_from_slice(s.as_bytes());
+                strtab.push(0);
+            }
+            let dyn_off = (strtab_off + strtab.len()).next_multiple_of(8);
+            let mut dynamic: Vec<(u64, u64)> = Vec::new();
+            for &o in &offsets[..self.needed.len()] {
+                dynamic.push((DT_NEEDED, o));
+            }
+            if self.runpath.is_some() {
+                dynamic.push((DT_RUNPATH, *offsets.last().unwrap()));
+            }
+            dynamic.push((DT_STRTAB, BASE + strtab_off as u64));
+            dynamic.push((DT_STRSZ, strtab.len() as u64));
+            dynamic.push((DT_NULL, 0));
+            let dyn_len = dynamic.len() * 2 * word;
+            let total = (dyn_off + dyn_len) as u64;
+
+            let mut b = Vec::new();
+            let be = self.big_endian;
+            let put = |b: &mut Vec<u8>, v: u64, n: usize| {
+                let bytes = if be {
+                    v.to_be_bytes()[8 - n..].to_vec()
+                } else {
+                    v.to_le_bytes()[..n].to_vec()
+                };
+                b.extend_from_slice(&bytes);
+            };
+            b.extend_from_slice(ELF_MAGIC);
+            b.extend_from_slice(&[if self.is64 { 2 } else { 1 }, if be { 2 } else { 1 }, 1]);
+            b.resize(16, 0);
+            put(&mut b, u64::from(self.e_type), 2);
+            put(&mut b, u64::from(self.machine), 2);
+            put(&mut b, 1, 4); // e_version
+            put(&mut b, 0, word); // e_entry
+            put(&mut b, ehsize as u64, word); // e_phoff
+            put(&mut b, 0, word); // e_shoff
+            put(&mut b, 0, 4); // e_flags
+            put(&mut b, ehsize as u64, 2);
+            put(&mut b, phentsize as u64, 2);
+            put(&mut b, 3, 2); // e_phnum
+            put(&mut b, 0, 6); // e_shentsize, e_shnum, e_shstrndx
+            assert_eq!(b.len(), ehsize);
+            let phdrs = [
+                (PT_LOAD, 0, total),
+                (PT_INTERP, interp_off as u64, interp.len() as u64),
+                (PT_DYNAMIC, dyn_off as u64, dyn_len as u64),
+            ];
+            for (kind, offset, size) in phdrs {
+                put(&mut b, u64::from(kind), 4);
+                if self.is64 {
+                    put(&mut b, 4, 4); // p_flags
+                }
+                put(&mut b, offset, word);
+                put(&mut b, BASE + offset, word); // p_vaddr
+                put(&mut b, BASE + offset, word); // p_paddr
+                put(&mut b, size, word); // p_filesz
+                put(&mut b, size, word); // p_memsz
+                if !self.is64 {
+                    put(&mut b, 4, 4); // p_flags
+                }
+                put(&mut b, 8, word); // p_align
+            }
+            b.extend_from_slice(interp.as_bytes());
+            b.extend_from_slice(&strtab);
+            b.resize(dyn_off, 0);
+            for (tag, val) in dynamic {
+                put(&mut b, tag, word);
+                put(&mut b, val, word);
+            }
+            b
+        }
+    }
+
+    #[test]
+    fn synthetic_classes_and_byte_orders() {
+        let dir = tempfile::tempdir().unwrap();
+        for is64 in [false, true] {
+            for big_endian in [false, true] {
+                let synth = Synth::new(is64, big_endian);
+                let path = put(dir.path(), "synth", &synth.build());
+                let deps = read_elf_deps(&path).unwrap().unwrap();
+                assert_eq!(
+                    deps,
+                    ElfDeps {
+                        abi: ElfAbi {
+                            is64,
+                            big_endian,
+                            machine: NATIVE_ABI.machine,
+                        },
+                        interpreter: Some("/lib/ld.so.1".into()),
+                        needed: vec!["libc.so.6".into(), "libm.so.6".into()],
+                        runpath: Some("$ORIGIN".into()),
+                        rpath: None,
+                    },
+                    "64-bit: {is64}, big-endian: {big_endian}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn synthetic_odd_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let read = |synth: &Synth, edit: &dyn Fn(&mut Vec<u8>)| {
+            let mut bytes = synth.build();
+            edit(&mut bytes);
+            let path = put(dir.path(), "odd", &bytes);
+            read_elf_deps(&path)
+        };
+        let invalid = |r: io::Result<Option<ElfDeps>>| {
+            let e = r.unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
+            e.to_string()
+        };
+
+        // Relocatable objects need nothing, whatever their program headers say.
+        let mut object = Synth::new(true, false);
+        object.e_type = 1;
+        let deps = ElfDeps {
+            abi: NATIVE_ABI,
+            ..ElfDeps::default()
+        };
+        assert_eq!(read(&object, &|_| {}).unwrap(), Some(deps));
+
+        // No interpreter, no search path: a plain shared library.
+        let mut lib = Synth::new(false, true);
+        lib.interp = None;
+        lib.runpath = None;
+        let deps = read(&lib, &|_| {}).unwrap().unwrap();
+        assert_eq!(deps.interpreter, None);
+        assert_eq!(deps.needed.len(), 2);
+
+        let synth = Synth::new(true, false);
+        let len = synth.build().len();
+        // An unknown class.
+        assert!(invalid(read(&synth, &|b| b[4] = 3)).contains("class"));
+        // The dynamic section cut off.
+        invalid(read(&synth, &|b| b.truncate(len - 8)));
+        // DT_STRTAB pointing outside every PT_LOAD.
+        let bad_strtab = |b: &mut Vec<u8>| {
+            let at = b.len() - 16 * 3 + 8;
+            b[at..at + 8].copy_from_slice(&0x10u64.to_le_bytes());
+        };
+        assert!(invalid(read(&synth, &bad_strtab)).contains("DT_STRTAB"));
+        // A string table cut short by DT_STRSZ: the names are not terminated.
+        let short_strsz = |b: &mut Vec<u8>| {
+            let at = b.len() - 16 * 2 + 8;
+            b[at..at + 8].copy_from_slice(&3u64.to_le_bytes());
+        };
+        invalid(read(&synth, &short_strsz));
+        // Absurd program header counts and sizes.
+        invalid(read(&synth, &|b| {
+            b[56..58].copy_from_slice(&0xfffeu16.to_le_bytes())
+        }));
+        invalid(read(&synth, &|b| {
+            b[54..56].copy_from_slice(&8u16.to_le_bytes())
+        }));
+    }
+
+    #[test]
+    fn paths_private_libraries_and_foreign_abis() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let program = |needed: Vec<&'static str>| Synth {
+            needed,
+            runpath: None,
+            ..Synth::new(true, false)
+        };
+        let library = |needed: Vec<&'static str>| Synth {
+            interp: None,
+            ..program(needed)
+        };
+        // `$ORIGIN` in a needed path.
+        let by_path = program(vec!["$ORIGIN/../lib/libx.so.1", "libc.so.6"]).build();
+        put(&out, "opt/x/bin/x", &by_path);
+        put(&out, "opt/x/lib/libx.so.1", b"");
+        put(&out, "opt/y/bin/y", &by_path);
+        // A private library: a plugin may count on its program having loaded it,
+        // the program may not.
+        put(&out, "usr/lib/app/private/libapp.so", b"");
+        put(
+            &out,
+            "usr/lib/app/plugins/libplugin.so",
+            &library(vec!["libapp.so", "libc.so.6"]).build(),
+        );
+        put(&out, "usr/bin/app", &program(vec!["libapp.so"]).build());
+        // An i386 helper: neither its loader nor its libraries are looked for.
+        let helper = Synth {
+            machine: 3,
+            interp: Some("/lib/ld-linux.so.2"),
+            ..Synth::new(false, false)
+        };
+        put(&out, "usr/libexec/helper", &helper.build());
+
+        let libc = dir.path().join("libc");
+        put(&libc, "lib/ld.so.1", b"");
+        put(&libc, "lib/x86_64-linux-gnu/libc.so.6", b"");
+        assert_eq!(
+            check_needed(&out, &[tree("libc", &libc)], &[]).unwrap(),
+            vec![
+                missing("$ORIGIN/../lib/libx.so.1", "/opt/y/bin/y", None),
+                missing("libapp.so", "/usr/bin/app", None),
+            ]
+        );
     }
 }
