@@ -165,7 +165,24 @@ impl Realiser<'_> {
 
         let mut spec =
             SandboxSpec::new(std::iter::once(drv.builder.clone()).chain(drv.args.iter().cloned()));
-        spec.root_layers = layers.iter().map(|l| self.store.physical_path(l)).collect();
+        // Layers that ship `/lib/…` over a merged-usr root would, in overlayfs,
+        // hide the root's `lib -> usr/lib` link: such layers are seen through a
+        // view with those files moved under `usr/` (hard links, made per build).
+        let mut views = Vec::new();
+        spec.root_layers = Vec::new();
+        let base = self.store.physical_path(&layers[0]);
+        for l in &layers {
+            let phys = self.store.physical_path(l);
+            if l != &layers[0] && needs_usrmerge_view(&base, &phys) {
+                let view = self.store.temp_tree()?;
+                usrmerge_view(&base, &phys, view.path())
+                    .map_err(|e| failed(format!("merged-usr view of {l}: {e}")))?;
+                spec.root_layers.push(view.path().to_path_buf());
+                views.push(view);
+            } else {
+                spec.root_layers.push(phys);
+            }
+        }
         spec.store_paths = closure
             .iter()
             .map(|p| (self.store.physical_path(p), p.to_absolute()))
@@ -437,4 +454,86 @@ fn make_merged_usr(dir: &Path) -> std::io::Result<()> {
         std::os::unix::fs::symlink(target, dir.join(link))?;
     }
     Ok(())
+}
+
+/// Whether `layer` has a top-level directory where `base` has a merged-usr link.
+fn needs_usrmerge_view(base: &Path, layer: &Path) -> bool {
+    MERGED_USR.iter().any(|(name, _)| {
+        let in_base = fs::symlink_metadata(base.join(name));
+        let in_layer = fs::symlink_metadata(layer.join(name));
+        matches!((in_base, in_layer), (Ok(b), Ok(l)) if b.file_type().is_symlink() && l.is_dir())
+    })
+}
+
+/// `layer` copied to `dest` as hard links, with each top-level directory that is a
+/// merged-usr link in `base` moved under `usr/`.
+fn usrmerge_view(base: &Path, layer: &Path, dest: &Path) -> std::io::Result<()> {
+    fs::create_dir(dest)?;
+    let mut stack: Vec<(PathBuf, PathBuf)> = Vec::new();
+    for e in fs::read_dir(layer)? {
+        let e = e?;
+        let name = e.file_name();
+        let merged = MERGED_USR.iter().any(|(n, _)| name == *n)
+            && fs::symlink_metadata(base.join(&name)).is_ok_and(|m| m.file_type().is_symlink())
+            && e.file_type()?.is_dir();
+        let to = if merged {
+            Path::new("usr").join(&name)
+        } else {
+            PathBuf::from(&name)
+        };
+        stack.push((PathBuf::from(&name), to));
+    }
+    while let Some((from, to)) = stack.pop() {
+        let src = layer.join(&from);
+        let dst = dest.join(&to);
+        let md = fs::symlink_metadata(&src)?;
+        if md.is_dir() {
+            fs::create_dir_all(&dst)?;
+            for e in fs::read_dir(&src)? {
+                let n = e?.file_name();
+                stack.push((from.join(&n), to.join(&n)));
+            }
+        } else {
+            if let Some(parent) = dst.parent() {
+                fs::create_dir_all(parent)?;
+            }
+            if md.file_type().is_symlink() {
+                std::os::unix::fs::symlink(fs::read_link(&src)?, &dst)?;
+            } else if fs::hard_link(&src, &dst).is_err() {
+                fs::copy(&src, &dst)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_layer_with_lib_is_seen_under_usr_over_a_merged_usr_root() {
+        let t = tempfile::tempdir().unwrap();
+        let (base, layer, view) = (t.path().join("b"), t.path().join("l"), t.path().join("v"));
+        make_merged_usr(&base).unwrap();
+        fs::create_dir_all(layer.join("lib/x86_64-linux-gnu")).unwrap();
+        fs::write(layer.join("lib/x86_64-linux-gnu/libq.so.1"), "q").unwrap();
+        fs::create_dir_all(layer.join("usr/include")).unwrap();
+        fs::write(layer.join("usr/include/q.h"), "h").unwrap();
+        std::os::unix::fs::symlink("libq.so.1", layer.join("lib/x86_64-linux-gnu/libq.so"))
+            .unwrap();
+        assert!(needs_usrmerge_view(&base, &layer));
+        assert!(!needs_usrmerge_view(&base, &layer.join("usr")));
+        usrmerge_view(&base, &layer, &view).unwrap();
+        assert_eq!(
+            fs::read_to_string(view.join("usr/lib/x86_64-linux-gnu/libq.so.1")).unwrap(),
+            "q"
+        );
+        assert_eq!(
+            fs::read_link(view.join("usr/lib/x86_64-linux-gnu/libq.so")).unwrap(),
+            Path::new("libq.so.1")
+        );
+        assert!(view.join("usr/include/q.h").is_file());
+        assert!(!view.join("lib").exists());
+    }
 }
