@@ -28,3 +28,23 @@ release_buildit() {
     cargo build --release --locked --bin buildit
     bi=$PWD/target/release/buildit
 }
+
+# need_deb_src: make `apt-get source` work: when no deb-src entry exists, add one that
+# mirrors the host's Debian entries (deb822 `.sources` or one-line `sources.list`),
+# then refresh the package lists.
+need_deb_src() {
+    local sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    if grep -rqsE '^(Types:.*deb-src|deb-src )' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null; then
+        return 0
+    fi
+    local out=/etc/apt/sources.list.d/buildit-deb-src
+    if ls /etc/apt/sources.list.d/*.sources >/dev/null 2>&1; then
+        cat /etc/apt/sources.list.d/*.sources | sed -E 's/^Types:.*/Types: deb-src/' | $sudo tee "$out.sources" >/dev/null
+    else
+        grep -hE '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null \
+            | sed -E 's/^deb /deb-src /' | $sudo tee "$out.list" >/dev/null
+    fi
+    echo "added deb-src entries ($out.*) for apt-get source" >&2
+    $sudo apt-get update -qq
+}

@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Build buildit and run its main job on a sample.
 #
-# Today the main job is: a store round trip on samples/store-demo (add the tree to a
-# fresh store, show its metadata, dump and restore its NAR, verify, collect garbage),
-# then the seed's scenario samples/nginx-prod locked against the host's apt and
-# lowered to derivations (`buildit lock`, `buildit eval`). Building it comes with the
-# sandbox (`buildit samples/nginx-prod`).
+# The main job: the seed's scenario. samples/nginx-prod is locked against the host's
+# apt (`buildit lock`), lowered to derivations (`buildit eval`) and built from
+# upstream source in rootless sandboxes (`buildit samples/nginx-prod`): the Debian 12
+# build root from pinned .debs, then nginx 1.22.1 with the https-only patch and
+# `use: with: [ssl, http2]`. The nginx tarball comes from `apt-get source` (Debian's
+# orig tarball has nginx.org's bytes) and is fed by hash with --source-dir. Before
+# that, a store round trip on samples/store-demo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/deps.sh
 apt_install gcc libc6-dev
+need_deb_src
 release_buildit
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -32,3 +35,11 @@ $bi lock "$work/nginx-prod"
 $bi eval "$work/nginx-prod"
 drv=$($bi eval --json "$work/nginx-prod" | sed -n 's/.*"drv": "\(.*\)",/\1/p' | head -1)
 $bi show-derivation "$drv" | head -40
+
+mkdir -p "$work/sources"
+(cd "$work/sources" && apt-get source --download-only nginx >/dev/null 2>&1 || true)
+ls "$work/sources"/nginx_1.22.1.orig.tar.gz
+$bi "$work/nginx-prod" --source-dir "$work/sources" -j2 -o "$work/nginx"
+"$work/nginx/usr/sbin/nginx" -V
+$bi realise --check "$drv"
+$bi store verify --check-contents

@@ -8,6 +8,8 @@ need_cargo
 # nix-bin: real Nix 2.8 as an oracle for formats; python3 and openssl: a loopback
 # HTTPS server for the remote-patch test.
 apt_install gcc libc6-dev nix-bin util-linux python3 openssl dpkg apt
+# Builds from upstream source get their tarballs with `apt-get source`.
+need_deb_src
 
 cargo test --workspace --locked
 
