@@ -208,3 +208,75 @@ fn nginx_prod_builds_and_serves_https_only() {
     assert!(tls.contains("HTTP/1.1 200 OK"), "{out}");
     assert!(tls.contains("hello from nginx-prod"), "{out}");
 }
+
+/// A recipe repository of one quick package whose build sleeps, in `dir`.
+fn sleepy_spec(dir: &Path, version: &str, seconds: u32) {
+    let recipe = format!(
+        "name: sleepy\nversion: \"{version}\"\ndescription: sleeps, then installs one file\n\
+         sources:\n  - url: https://ftp.gnu.org/gnu/hello/hello-2.10.tar.gz\n    \
+         sha256: 31e066137a962676e89f69d1b65382de95a7ef7d914b8cb956f41ea72e0f516b\n\
+         build-root: debian-12-c\nbuild-depends: []\nruntime-depends: []\noptions: {{}}\n\
+         phases:\n  configure: ':'\n  build: |\n    echo sleepy-build-ran\n    sleep {seconds}\n  \
+         install: |\n    mkdir -p $out/usr/share/sleepy\n    echo {version} > $out/usr/share/sleepy/v\n"
+    );
+    write_files(
+        dir,
+        &[
+            (".buildit-config.yaml", "recipe-paths: [recipes]\n"),
+            (
+                &format!("recipes/test/sleepy/sleepy-{version}.yaml"),
+                &recipe,
+            ),
+            (
+                "container.yaml",
+                &format!(
+                    "- vars:\n    name: sleepy\n- package:\n    recipe: test/sleepy-{version}\n"
+                ),
+            ),
+        ],
+    );
+}
+
+#[test]
+fn two_processes_build_one_path_once() {
+    let t = tempfile::tempdir().unwrap();
+    let spec = t.path().join("spec");
+    // Unique per run, so that the build really happens.
+    let version = format!("1.{}", std::process::id());
+    sleepy_spec(&spec, &version, 3);
+    let root = shared_root();
+    ok(buildit(&root, &["lock", spec.to_str().unwrap()]));
+    let start = |n: u32| {
+        buildit(
+            &root,
+            &[
+                "build",
+                spec.to_str().unwrap(),
+                "-L",
+                "--no-link",
+                "--source-dir",
+                sources().to_str().unwrap(),
+            ],
+        )
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .env("N", n.to_string())
+        .spawn()
+        .unwrap()
+    };
+    let (a, b) = (start(1), start(2));
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert!(a.status.success() && b.status.success());
+    assert_eq!(a.stdout, b.stdout, "both name the same output");
+    let ran = [&a, &b]
+        .iter()
+        .filter(|o| String::from_utf8_lossy(&o.stderr).contains("> sleepy-build-ran"))
+        .count();
+    assert_eq!(
+        ran,
+        1,
+        "exactly one process ran the build:\n--- a:\n{}\n--- b:\n{}",
+        String::from_utf8_lossy(&a.stderr),
+        String::from_utf8_lossy(&b.stderr)
+    );
+}

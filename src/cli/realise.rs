@@ -153,6 +153,7 @@ pub fn exec_build(global: &Global, args: BuildDirArgs) -> CliResult<()> {
     let title = match (var("author"), var("name"), var("version")) {
         (Some(a), Some(n), Some(v)) => format!("{a}/{n}-{v}"),
         (None, Some(n), Some(v)) => format!("{n}-{v}"),
+        (_, Some(n), None) => n,
         _ => loaded.dir.display().to_string(),
     };
     writeln!(err, "Building {title}")?;
@@ -162,14 +163,25 @@ pub fn exec_build(global: &Global, args: BuildDirArgs) -> CliResult<()> {
         var("arch").unwrap_or_else(|| "amd64".into())
     );
     for p in plan.packages.iter().filter(|p| p.direct) {
+        let from = if p.key == p.id.to_string() {
+            format!("recipe {}", p.key)
+        } else {
+            format!("'./{}'", p.key)
+        };
         writeln!(
             err,
-            "Processing package from './{}' for {platform}.\n    HASH: {}",
-            p.key,
+            "Processing package from {from} for {platform}.\n    HASH: {}",
             p.out.hash_part()
         )?;
         if store.is_valid(&p.out)? {
-            writeln!(err, "    Found in the local store.")?;
+            writeln!(err, "    Found {} in the local store.", p.out.hash_part())?;
+        } else {
+            // No binary caches yet: the local store is the only known location.
+            writeln!(
+                err,
+                "    Can't find {} in any known location...\n    Defaulting to local build...",
+                p.out.hash_part()
+            )?;
         }
     }
     drop(err);
