@@ -280,3 +280,74 @@ fn two_processes_build_one_path_once() {
         String::from_utf8_lossy(&b.stderr)
     );
 }
+
+#[test]
+fn an_interrupt_stops_the_build_and_leaves_the_store_clean() {
+    let t = tempfile::tempdir().unwrap();
+    let spec = t.path().join("spec");
+    let version = format!("2.{}", std::process::id());
+    sleepy_spec(&spec, &version, 60);
+    let root = shared_root();
+    ok(buildit(&root, &["lock", spec.to_str().unwrap()]));
+    let mut child = buildit(
+        &root,
+        &[
+            "build",
+            spec.to_str().unwrap(),
+            "-L",
+            "--no-link",
+            "--source-dir",
+            sources().to_str().unwrap(),
+        ],
+    )
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    // Wait for the build to print its first line, then interrupt buildit alone.
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        let n = std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+        assert!(n > 0, "buildit ended before the build started:\n{seen}");
+        seen.push_str(&line);
+        if line.contains("> sleepy-build-ran") {
+            break;
+        }
+    }
+    let started = std::time::Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{seen}{rest}");
+    assert!(rest.contains("interrupted"), "{rest}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "stopped promptly"
+    );
+    // The sandbox went down with the build: no `sleep 60` is left.
+    std::thread::sleep(Duration::from_millis(300));
+    let sleepers = fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| fs::read(e.ok()?.path().join("cmdline")).ok())
+        .filter(|c| c.as_slice() == b"sleep\x0060\x00")
+        .count();
+    assert_eq!(sleepers, 0, "a build process survived the interrupt");
+    ok(buildit(&root, &["store", "verify", "--check-contents"]));
+    let out = ok(buildit(&root, &["eval", spec.to_str().unwrap(), "--json"]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let path = v["packages"][0]["out"].as_str().unwrap();
+    assert!(
+        !buildit(&root, &["store", "path-info", path])
+            .output()
+            .unwrap()
+            .status
+            .success(),
+        "{path} must not be valid"
+    );
+}

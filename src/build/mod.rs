@@ -13,6 +13,7 @@ mod sandboxed;
 mod scheduler;
 
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use buildit_store::{Hash, LocalStore, StoreError, StorePath};
@@ -99,6 +100,10 @@ impl Default for Options {
     }
 }
 
+/// Set (from a signal handler) to stop a realisation: running builds are
+/// cancelled, their sandboxes killed, and no new step starts.
+pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
 /// One failed step.
 #[derive(Debug, Clone)]
 pub struct Failure {
@@ -134,11 +139,13 @@ pub struct Report {
     /// something failed).
     pub skipped: Vec<StorePath>,
     pub checked: Vec<CheckedOutput>,
+    /// [`INTERRUPTED`] was set: running builds were cancelled, nothing more started.
+    pub interrupted: bool,
 }
 
 impl Report {
     pub fn ok(&self) -> bool {
-        self.failed.is_empty() && self.skipped.is_empty()
+        self.failed.is_empty() && self.skipped.is_empty() && !self.interrupted
     }
 }
 

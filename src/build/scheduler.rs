@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use buildit_lang::debian::{BUILDROOT, FETCHURL, UNPACK_DEB};
 use buildit_store::{Derivation, StorePath};
@@ -14,7 +14,7 @@ use petgraph::Direction;
 
 use super::events::{Event, StepKind};
 use super::sandboxed::Built;
-use super::{display_name, BuildError, CheckedOutput, Failure, Realiser, Report};
+use super::{display_name, BuildError, CheckedOutput, Failure, Realiser, Report, INTERRUPTED};
 
 struct Step {
     drv_path: StorePath,
@@ -111,6 +111,13 @@ impl Realiser<'_> {
         let mut stopping = false;
         let (tx, rx) = mpsc::channel::<(NodeIndex, Result<Built, BuildError>)>();
         std::thread::scope(|s| loop {
+            if INTERRUPTED.load(Ordering::Relaxed) && !stopping {
+                stopping = true;
+                report.interrupted = true;
+                for c in running.values() {
+                    c.store(true, Ordering::Relaxed);
+                }
+            }
             while !stopping && running.len() < jobs {
                 let Some(n) = ready.pop_front() else { break };
                 let cancel = Arc::new(AtomicBool::new(false));
@@ -125,7 +132,11 @@ impl Realiser<'_> {
             if running.is_empty() {
                 break;
             }
-            let Ok((n, result)) = rx.recv() else { break };
+            let (n, result) = match rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(done) => done,
+                Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            };
             running.remove(&n);
             let step = &steps[&n];
             match result {

@@ -202,6 +202,7 @@ fn run(
     spec: Option<&Spec>,
 ) -> CliResult<()> {
     let fetcher = args.sources().fetcher(spec);
+    on_interrupt_cancel_builds();
     let reporter = Reporter::new(ReporterOptions {
         print_logs: args.print_build_logs,
         quiet: false,
@@ -210,6 +211,10 @@ fn run(
     reporter.finish();
     let report = report?;
     summarise(&report)?;
+    if report.interrupted {
+        eprintln!("interrupted: running builds were stopped, nothing was registered for them");
+        return Err(CliError::Reported(130));
+    }
     if check {
         return check_result(&report);
     }
@@ -284,4 +289,28 @@ fn check_result(report: &Report) -> CliResult<()> {
         return Err(CliError::Reported(1));
     }
     Ok(())
+}
+
+/// Ctrl-C (or SIGTERM) stops the realisation cleanly: sandboxes are killed and
+/// temp trees removed; a second signal ends buildit at once.
+fn on_interrupt_cancel_builds() {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    extern "C" fn handle(sig: libc::c_int) {
+        if crate::build::INTERRUPTED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            // SAFETY: async-signal-safe calls only.
+            unsafe {
+                libc::signal(sig, libc::SIG_DFL);
+                libc::raise(sig);
+            }
+        }
+    }
+    let action = SigAction::new(
+        SigHandler::Handler(handle),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for s in [Signal::SIGINT, Signal::SIGTERM] {
+        // SAFETY: the handler only touches an atomic and async-signal-safe libc calls.
+        let _ = unsafe { sigaction(s, &action) };
+    }
 }
