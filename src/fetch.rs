@@ -67,6 +67,17 @@ impl Fetcher {
 
     /// Realise the output of a fixed-output derivation; returns its store path.
     pub fn fetch(&self, store: &LocalStore, drv: &Derivation) -> Result<StorePath, FetchError> {
+        self.fetch_reporting(store, drv, &|_, _| {})
+    }
+
+    /// [`Fetcher::fetch`], telling `progress` (bytes so far, total when known) as a
+    /// download goes.
+    pub fn fetch_reporting(
+        &self,
+        store: &LocalStore,
+        drv: &Derivation,
+        progress: &dyn Fn(u64, Option<u64>),
+    ) -> Result<StorePath, FetchError> {
         let not = || FetchError::NotFetchable {
             drv: drv.env.get("name").cloned().unwrap_or_default(),
         };
@@ -98,7 +109,7 @@ impl Fetcher {
             }
         }
         for candidate in candidates {
-            match self.try_candidate(store, &candidate, out, *method, hash) {
+            match self.try_candidate(store, &candidate, out, *method, hash, progress) {
                 Ok(()) => return Ok(out.clone()),
                 Err(why) => attempts.push(format!("{}: {why}", candidate.describe())),
             }
@@ -177,6 +188,7 @@ impl Fetcher {
         out: &StorePath,
         method: FileIngestion,
         expected: &Hash,
+        progress: &dyn Fn(u64, Option<u64>),
     ) -> Result<(), String> {
         let tmp = store.temp_tree().map_err(|e| e.to_string())?;
         let file = tmp.path();
@@ -185,7 +197,17 @@ impl Fetcher {
                 let mut src = fs::File::open(p).map_err(|e| e.to_string())?;
                 copy_hashing(&mut src, file, expected.algo())?
             }
-            Candidate::Url(u) => copy_hashing(&mut http_get(u)?, file, expected.algo())?,
+            Candidate::Url(u) => {
+                let (body, total) = http_get_sized(u)?;
+                let mut counted = Counting {
+                    inner: body,
+                    done: 0,
+                    reported: 0,
+                    total,
+                    progress,
+                };
+                copy_hashing(&mut counted, file, expected.algo())?
+            }
         };
         if method == FileIngestion::Flat && got != *expected {
             return Err(format!(
@@ -317,7 +339,33 @@ fn pem_roots(file: &Path) -> Result<Vec<Certificate<'static>>, String> {
     Ok(certs)
 }
 
+/// Reports the bytes read through it, every 256 KiB and at the end.
+struct Counting<'a, R> {
+    inner: R,
+    done: u64,
+    reported: u64,
+    total: Option<u64>,
+    progress: &'a dyn Fn(u64, Option<u64>),
+}
+
+impl<R: Read> Read for Counting<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.done += n as u64;
+        if n == 0 || self.done - self.reported >= 256 * 1024 {
+            self.reported = self.done;
+            (self.progress)(self.done, self.total);
+        }
+        Ok(n)
+    }
+}
+
 fn http_get(url: &str) -> Result<impl Read, String> {
+    Ok(http_get_sized(url)?.0)
+}
+
+/// The body of a GET and its length when the server says.
+fn http_get_sized(url: &str) -> Result<(impl Read, Option<u64>), String> {
     let (agent, trusted) = agent()?;
     let resp = agent.get(url).call().map_err(|e| match e {
         // TLS failures (an untrusted server certificate, say) reach us as rustls
@@ -329,7 +377,15 @@ fn http_get(url: &str) -> Result<impl Read, String> {
         }
         e => e.to_string(),
     })?;
-    Ok(resp.into_body().into_with_config().limit(u64::MAX).reader())
+    let total = resp
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    Ok((
+        resp.into_body().into_with_config().limit(u64::MAX).reader(),
+        total,
+    ))
 }
 
 /// Copy into `dest` while hashing with the expected hash's algorithm.

@@ -12,8 +12,19 @@ use super::sandboxed::Built;
 use super::{buildroot, BuildError, Realiser};
 
 impl Realiser<'_> {
-    pub(super) fn fetch(&self, drv: &Derivation) -> Result<Built, BuildError> {
-        self.fetcher.fetch(self.store, drv)?;
+    pub(super) fn fetch(
+        &self,
+        drv_path: &StorePath,
+        drv: &Derivation,
+    ) -> Result<Built, BuildError> {
+        self.fetcher
+            .fetch_reporting(self.store, drv, &|done, total| {
+                self.progress.event(super::events::Event::Download {
+                    drv: drv_path,
+                    done,
+                    total,
+                })
+            })?;
         Ok(Built::Registered)
     }
 

@@ -217,7 +217,7 @@ impl Realiser<'_> {
         let check = step.kind == StepKind::Check;
         let result = match step.drv.builder.as_str() {
             FETCHURL if check => self.check_fetch(&step.drv_path, &step.drv),
-            FETCHURL => self.fetch(&step.drv),
+            FETCHURL => self.fetch(&step.drv_path, &step.drv),
             UNPACK_DEB | BUILDROOT => self.build_tree(&step.drv_path, &step.drv, check),
             b if b.starts_with("builtin:") => Err(BuildError::UnsupportedBuilder {
                 drv: step.drv_path.clone(),
