@@ -114,6 +114,26 @@ impl Fetcher {
                 Err(why) => attempts.push(format!("{}: {why}", candidate.describe())),
             }
         }
+        if !self.source_dirs.is_empty() {
+            attempts.push(format!(
+                "no file in the source dirs ({}) has {}",
+                self.source_dirs
+                    .iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                hash.to_prefixed_hex()
+            ));
+        }
+        if self.offline {
+            attempts.push(format!(
+                "--offline rules out downloading {}",
+                urls.join(" ")
+            ));
+        }
+        if attempts.is_empty() {
+            attempts.push("no source: no mirror, source dir or URL to try".into());
+        }
         Err(FetchError::AllFailed {
             name: out.name().to_string(),
             attempts,

@@ -39,6 +39,10 @@ pub enum BuildError {
         message: String,
         log: Option<(PathBuf, Vec<String>)>,
     },
+    /// Killed by the scheduler because another step failed or buildit was
+    /// interrupted.
+    #[error("{drv}: cancelled")]
+    Cancelled { drv: StorePath },
     #[error("{drv}: builder '{builder}' is not supported yet")]
     UnsupportedBuilder { drv: StorePath, builder: String },
     #[error("{0}")]
@@ -138,6 +142,9 @@ pub struct Report {
     /// Steps not run because an input failed (or, without keep-going, because
     /// something failed).
     pub skipped: Vec<StorePath>,
+    /// Builds killed part way because another step failed (without keep-going)
+    /// or buildit was interrupted.
+    pub cancelled: Vec<StorePath>,
     pub checked: Vec<CheckedOutput>,
     /// [`INTERRUPTED`] was set: running builds were cancelled, nothing more started.
     pub interrupted: bool,
@@ -145,7 +152,10 @@ pub struct Report {
 
 impl Report {
     pub fn ok(&self) -> bool {
-        self.failed.is_empty() && self.skipped.is_empty() && !self.interrupted
+        self.failed.is_empty()
+            && self.skipped.is_empty()
+            && self.cancelled.is_empty()
+            && !self.interrupted
     }
 }
 

@@ -260,11 +260,15 @@ impl Realiser<'_> {
                 format!("timed out after {} s", secs(self.options.timeout))
             } else if silent.load(Ordering::Relaxed) {
                 format!(
-                    "no output for {} s (--max-silent-time)",
+                    "printed no output for {} s (--max-silent-time)",
                     secs(self.options.max_silent_time)
                 )
             } else if outcome.cancelled {
-                "cancelled".to_string()
+                // Stopped by the scheduler (another failure, or an interrupt): not
+                // this build's fault, so no failure and nothing kept.
+                return Err(BuildError::Cancelled {
+                    drv: drv_path.clone(),
+                });
             } else {
                 describe_status(outcome.status)
             };

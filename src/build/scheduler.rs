@@ -164,6 +164,7 @@ impl Realiser<'_> {
                             }
                         }));
                 }
+                Err(BuildError::Cancelled { drv }) => report.cancelled.push(drv),
                 Err(e) => {
                     let log = match &e {
                         BuildError::Failed { log, .. } => log.clone(),

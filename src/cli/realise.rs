@@ -210,7 +210,7 @@ fn run(
     let report = realise(store, drvs, &args.options(check), &fetcher, &reporter);
     reporter.finish();
     let report = report?;
-    summarise(&report)?;
+    summarise(&report, args.keep_going)?;
     if report.interrupted {
         eprintln!("interrupted: running builds were stopped, nothing was registered for them");
         return Err(CliError::Reported(130));
@@ -233,7 +233,7 @@ fn run(
 }
 
 /// What was built, what failed and why, on stderr.
-fn summarise(report: &Report) -> CliResult<()> {
+fn summarise(report: &Report, keep_going: bool) -> CliResult<()> {
     let mut err = std::io::stderr().lock();
     for f in &report.failed {
         writeln!(err, "error: {} failed: {}", f.name, f.reason)?;
@@ -252,8 +252,18 @@ fn summarise(report: &Report) -> CliResult<()> {
             )?;
         }
     }
+    let why = if report.interrupted {
+        "interrupted"
+    } else if keep_going {
+        "an input failed"
+    } else {
+        "after a failure; -k (--keep-going) builds what does not depend on it"
+    };
+    for s in &report.cancelled {
+        writeln!(err, "cancelled: {s} ({why})")?;
+    }
     for s in &report.skipped {
-        writeln!(err, "not built: {s} (an input failed)")?;
+        writeln!(err, "not built: {s} ({why})")?;
     }
     let mut parts = vec![format!("{} built", report.built.len())];
     parts.push(format!("{} already valid", report.already_valid));
@@ -262,6 +272,9 @@ fn summarise(report: &Report) -> CliResult<()> {
     }
     if !report.failed.is_empty() {
         parts.push(format!("{} failed", report.failed.len()));
+    }
+    if !report.cancelled.is_empty() {
+        parts.push(format!("{} cancelled", report.cancelled.len()));
     }
     if !report.skipped.is_empty() {
         parts.push(format!("{} not built", report.skipped.len()));

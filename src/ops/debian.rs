@@ -92,7 +92,7 @@ fn realise(
     let report = r.realise(targets)?;
     if !report.ok() {
         return Err(BuildError::Several {
-            count: report.failed.len() + report.skipped.len(),
+            count: report.failed.len() + report.skipped.len() + report.cancelled.len(),
         });
     }
     Ok(report)

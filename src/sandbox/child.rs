@@ -64,8 +64,30 @@ fn close_other_fds(keep: &mut [RawFd]) {
     unsafe { libc::close_range(lo, u32::MAX, 0) };
 }
 
+/// Signals for the whole process group or session (the terminal's Ctrl-C
+/// and Ctrl-Z, hang-up, a service manager's SIGTERM to every process) also
+/// reach the helper and init, which would run the caller's handlers or die,
+/// ending the build behind the caller's back. The caller decides instead: it
+/// sets the cancel flag, or it dies and the parent-death signals end the
+/// sandbox. The command gets default dispositions back before exec.
+fn ignore_job_control_signals() {
+    for sig in [
+        libc::SIGHUP,
+        libc::SIGINT,
+        libc::SIGQUIT,
+        libc::SIGTERM,
+        libc::SIGTSTP,
+        libc::SIGTTIN,
+        libc::SIGTTOU,
+    ] {
+        // SAFETY: plain disposition change in a single-threaded child.
+        unsafe { libc::signal(sig, libc::SIG_IGN) };
+    }
+}
+
 /// First child: creates the namespaces, forks init, relays init's pid.
 pub(crate) fn helper(plan: &Plan, fds: &ChildFds) -> ! {
+    ignore_job_control_signals();
     set_pdeathsig();
     if nix::unistd::getppid() != fds.caller {
         // SAFETY: as in die.
