@@ -9,38 +9,13 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
 use buildit_lang::lock::LockFile;
 
 const DEF: &str = "samples/recipes/build-roots/debian-12-c.yaml";
 
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Per user: the suite also runs as an unprivileged user, who cannot write root's.
-fn shared() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("debian-shared-{}", nix::unistd::getuid()))
-}
-
-fn buildit(root: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_buildit"));
-    c.current_dir(repo()).arg("--root").arg(root).args(args);
-    c.env_remove("BUILDIT_ROOT");
-    c
-}
-
-fn ok(mut c: Command) -> String {
-    let out = c.output().expect("run buildit");
-    assert!(
-        out.status.success(),
-        "{c:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+use common::build::{buildit, ok, shared};
 
 /// The lock for the C build root, resolved once per test run.
 fn lock() -> &'static PathBuf {

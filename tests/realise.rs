@@ -247,22 +247,12 @@ fn two_processes_build_one_path_once() {
     let root = shared_root();
     ok(buildit(&root, &["lock", spec.to_str().unwrap()]));
     let start = |n: u32| {
-        buildit(
-            &root,
-            &[
-                "build",
-                spec.to_str().unwrap(),
-                "-L",
-                "--no-link",
-                "--source-dir",
-                sources().to_str().unwrap(),
-            ],
-        )
-        .stderr(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .env("N", n.to_string())
-        .spawn()
-        .unwrap()
+        build_cmd(&root, &spec, &["-L", "--no-link"])
+            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .env("N", n.to_string())
+            .spawn()
+            .unwrap()
     };
     let (a, b) = (start(1), start(2));
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
@@ -289,20 +279,10 @@ fn an_interrupt_stops_the_build_and_leaves_the_store_clean() {
     sleepy_spec(&spec, &version, 60);
     let root = shared_root();
     ok(buildit(&root, &["lock", spec.to_str().unwrap()]));
-    let mut child = buildit(
-        &root,
-        &[
-            "build",
-            spec.to_str().unwrap(),
-            "-L",
-            "--no-link",
-            "--source-dir",
-            sources().to_str().unwrap(),
-        ],
-    )
-    .stderr(std::process::Stdio::piped())
-    .spawn()
-    .unwrap();
+    let mut child = build_cmd(&root, &spec, &["-L", "--no-link"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     // Wait for the build to print its first line, then interrupt buildit alone.
     let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
     let mut seen = String::new();

@@ -206,16 +206,9 @@ fn build(dir: &Path, extra: &[&str]) -> Output {
 
 fn build_cmd(dir: &Path, extra: &[&str]) -> std::process::Command {
     let link = dir.join("result");
-    let mut args = vec![
-        "build",
-        dir.to_str().unwrap(),
-        "--source-dir",
-        sources().to_str().unwrap(),
-        "-o",
-        link.to_str().unwrap(),
-    ];
+    let mut args = vec!["-o", link.to_str().unwrap()];
     args.extend_from_slice(extra);
-    buildit(&shared_root(), &args)
+    common::build::build_cmd(&shared_root(), dir, &args)
 }
 
 fn show(o: &Output) -> String {

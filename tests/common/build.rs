@@ -122,19 +122,29 @@ pub fn write_files(dir: &Path, files: &[(&str, &str)]) {
     }
 }
 
-/// `buildit lock DIR` then `buildit build DIR` in `root`, sources from
-/// [`sources`]; returns the output paths printed.
-pub fn lock_and_build(root: &Path, dir: &Path, extra: &[&str]) -> Vec<String> {
-    ok(buildit(root, &["lock", dir.to_str().unwrap()]));
+/// `buildit build DIR EXTRA…` in `root` with the tarballs of [`sources`] as a
+/// source dir, not yet run.
+pub fn build_cmd(root: &Path, dir: &Path, extra: &[&str]) -> Command {
     let mut args = vec![
         "build",
         dir.to_str().unwrap(),
         "--source-dir",
         sources().to_str().unwrap(),
-        "-j2",
     ];
     args.extend_from_slice(extra);
-    ok(buildit(root, &args)).lines().map(String::from).collect()
+    buildit(root, &args)
+}
+
+/// `buildit lock DIR` then `buildit build DIR -j2 EXTRA…` in `root`; returns the
+/// output paths printed.
+pub fn lock_and_build(root: &Path, dir: &Path, extra: &[&str]) -> Vec<String> {
+    ok(buildit(root, &["lock", dir.to_str().unwrap()]));
+    let mut args = vec!["-j2"];
+    args.extend_from_slice(extra);
+    ok(build_cmd(root, dir, &args))
+        .lines()
+        .map(String::from)
+        .collect()
 }
 
 /// `narHash` of a valid path, from `store path-info --json`.
