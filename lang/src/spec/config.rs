@@ -227,7 +227,7 @@ impl Config {
         let mut mirrors = BTreeMap::new();
         for (name, node) in m.entries(
             "mirrors",
-            "  mirrors:\n    debian: [https://deb.debian.org/debian]",
+            "  mirrors:\n    debian: [https://mirror.example.org/debian]",
         )? {
             if name.is_empty()
                 || !name
@@ -249,7 +249,7 @@ impl Config {
                         describe(node)
                     ),
                     Some(
-                        "for example:\n  mirrors:\n    debian: [https://deb.debian.org/debian]"
+                        "for example:\n  mirrors:\n    debian: [https://mirror.example.org/debian]"
                             .into(),
                     ),
                 ));
