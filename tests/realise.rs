@@ -331,3 +331,105 @@ fn an_interrupt_stops_the_build_and_leaves_the_store_clean() {
         "{path} must not be valid"
     );
 }
+
+#[test]
+fn the_config_feeds_sources_from_source_dirs_and_mirrors_on_disk() {
+    let t = tempfile::tempdir().unwrap();
+    let version = format!("3.{}", std::process::id());
+    // A mirror on disk holding the tarball under its upstream name, and a source dir
+    // holding it under Debian's name: each spec finds it through its config alone.
+    let mirror = t.path().join("mirror/gnu/hello");
+    fs::create_dir_all(&mirror).unwrap();
+    fs::copy(
+        sources().join("hello_2.10.orig.tar.gz"),
+        mirror.join("hello-2.10.tar.gz"),
+    )
+    .unwrap();
+    let recipe = |url: &str| {
+        format!(
+            "name: fed\nversion: \"{version}\"\ndescription: sources from the config\n\
+             sources:\n  - url: {url}\n    \
+             sha256: 31e066137a962676e89f69d1b65382de95a7ef7d914b8cb956f41ea72e0f516b\n\
+             build-root: debian-12-c\nbuild-depends: []\nruntime-depends: []\noptions: {{}}\n\
+             phases:\n  configure: ':'\n  build: ':'\n  install: |\n    \
+             mkdir -p $out/usr/share/fed && cp README $out/usr/share/fed/\n"
+        )
+    };
+    let container = format!("- vars:\n    name: fed\n- package:\n    recipe: test/fed-{version}\n");
+    let by_dir = t.path().join("by-dir");
+    write_files(
+        &by_dir,
+        &[
+            (
+                ".buildit-config.yaml",
+                &format!(
+                    "recipe-paths: [recipes]\nsource-dirs: [{}]\n",
+                    sources().display()
+                ),
+            ),
+            (
+                &format!("recipes/test/fed/fed-{version}.yaml"),
+                &recipe("https://ftp.gnu.org/gnu/hello/hello-2.10.tar.gz"),
+            ),
+            ("container.yaml", &container),
+        ],
+    );
+    let by_mirror = t.path().join("by-mirror");
+    write_files(
+        &by_mirror,
+        &[
+            (
+                ".buildit-config.yaml",
+                &format!(
+                    "recipe-paths: [recipes]\nmirrors:\n  gnu: [file://{}]\n",
+                    t.path().join("mirror/gnu").display()
+                ),
+            ),
+            (
+                &format!("recipes/test/fed/fed-{version}.yaml"),
+                &recipe("mirror://gnu/hello/hello-2.10.tar.gz"),
+            ),
+            ("container.yaml", &container),
+        ],
+    );
+    // Each in a fresh root, realising only the source's fixed-output derivation (no
+    // build root needed): offline, so the config is the only way to the tarball.
+    for (spec, what) in [(&by_dir, "source-dirs"), (&by_mirror, "mirrors")] {
+        let root = t.path().join(format!("root-{what}"));
+        ok(buildit(&root, &["lock", spec.to_str().unwrap()]));
+        let out = ok(buildit(&root, &["eval", spec.to_str().unwrap(), "--json"]));
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let drv = StorePath::from_absolute(v["packages"][0]["drv"].as_str().unwrap()).unwrap();
+        let store = LocalStore::open(&root).unwrap();
+        let d = store.read_derivation(&drv).unwrap();
+        let src = StorePath::from_absolute(&d.env["src"]).unwrap();
+        let fetch = d
+            .input_drvs
+            .keys()
+            .find(|i| {
+                let f = store.read_derivation(i).unwrap();
+                f.outputs["out"].path() == Some(&src)
+            })
+            .unwrap();
+        assert!(!store.is_valid(&src).unwrap());
+        // Run where the config applies, as a user in the spec directory would.
+        let out = buildit(
+            &root,
+            &["realise", &fetch.to_absolute(), "--offline", "--no-link"],
+        )
+        .current_dir(spec)
+        .output()
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(store.is_valid(&src).unwrap(), "{what}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            src.to_absolute(),
+            "{what}"
+        );
+    }
+}

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use buildit_lang::spec::Spec;
+use buildit_lang::spec::{config, Config, Spec};
 use buildit_store::{LocalStore, StorePath};
 
 use super::progress::{Reporter, ReporterOptions};
@@ -141,7 +141,17 @@ pub fn exec_realise(global: &Global, args: RealiseArgs) -> CliResult<()> {
             drvs.push(p);
         }
     }
-    run(&store, &drvs, &args.build, args.check, spec_loaded.as_ref())
+    // Without a spec, the configuration that applies where buildit runs (the
+    // current directory, its parents, then the user's).
+    let config = match spec_loaded.and_then(|s| s.config) {
+        Some(c) => Some(c),
+        None => std::env::current_dir()
+            .ok()
+            .and_then(|d| config::find_config(&d))
+            .map(|p| Config::load(&p))
+            .transpose()?,
+    };
+    run(&store, &drvs, &args.build, args.check, config.as_ref())
 }
 
 pub fn exec_build(global: &Global, args: BuildDirArgs) -> CliResult<()> {
@@ -191,7 +201,7 @@ pub fn exec_build(global: &Global, args: BuildDirArgs) -> CliResult<()> {
         .filter(|p| p.direct)
         .map(|p| p.drv.clone())
         .collect();
-    run(&store, &drvs, &args.build, false, Some(&loaded))
+    run(&store, &drvs, &args.build, false, loaded.config.as_ref())
 }
 
 fn run(
@@ -199,9 +209,9 @@ fn run(
     drvs: &[StorePath],
     args: &BuildArgs,
     check: bool,
-    spec: Option<&Spec>,
+    config: Option<&Config>,
 ) -> CliResult<()> {
-    let fetcher = args.sources().fetcher(spec);
+    let fetcher = args.sources().fetcher(config);
     on_interrupt_cancel_builds();
     let reporter = Reporter::new(ReporterOptions {
         print_logs: args.print_build_logs,

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use buildit_lang::spec::Spec;
+use buildit_lang::spec::Config;
 use buildit_store::{LocalStore, StorePath};
 
 use crate::build::events::Progress;
@@ -20,13 +20,13 @@ pub struct SourceOptions {
 }
 
 impl SourceOptions {
-    /// The fetcher for a realisation, with what the spec's configuration adds:
+    /// The fetcher for a realisation, with what the configuration adds:
     /// its `source-dirs` (after the command line's) and `mirrors` (before the
     /// host's apt sources).
-    pub fn fetcher(&self, spec: Option<&Spec>) -> Fetcher {
+    pub fn fetcher(&self, config: Option<&Config>) -> Fetcher {
         let mut f = self.fetch.fetcher();
         f.source_dirs = self.source_dirs.clone();
-        if let Some(config) = spec.and_then(|s| s.config.as_ref()) {
+        if let Some(config) = config {
             let base = config.path.parent().unwrap_or(Path::new("."));
             f.source_dirs
                 .extend(config.source_dirs.iter().map(|d| base.join(&d.value)));

@@ -417,7 +417,8 @@ pub(crate) fn check_url(url: &Located<String>, schemes: &[&str]) -> Result<(), S
         ));
     }
     let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-    if host.is_empty() || url.contains(char::is_whitespace) {
+    // `file:///path` has an empty host, as RFC 8089 allows.
+    if (host.is_empty() && scheme != "file") || url.contains(char::is_whitespace) {
         return Err(url.error(
             format!("'{}' is not a URL", short(url)),
             Some(format!("a URL looks like {scheme}://host/path")),
