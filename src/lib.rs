@@ -7,5 +7,6 @@ pub mod build;
 pub mod cli;
 pub mod debian;
 pub mod fetch;
+pub mod image;
 pub mod ops;
 pub mod sandbox;

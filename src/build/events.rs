@@ -16,6 +16,8 @@ pub enum StepKind {
     Build,
     /// A rebuild of a valid output to compare it (`realise --check`).
     Check,
+    /// Writing an image (`builtin:image`).
+    Image,
 }
 
 impl StepKind {
@@ -26,6 +28,7 @@ impl StepKind {
             StepKind::Builtin => "Preparing",
             StepKind::Build => "Building",
             StepKind::Check => "Checking",
+            StepKind::Image => "Packaging",
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod events;
 pub mod log;
 pub mod outputs;
 mod sandboxed;
+pub use sandboxed::MERGED_USR;
 mod scheduler;
 
 use std::path::PathBuf;
@@ -168,6 +169,12 @@ pub struct Realiser<'a> {
 
 /// The name a derivation is shown by.
 pub fn display_name(drv_path: &StorePath, drv: &buildit_store::Derivation) -> String {
+    // An image is shown as the design card shows it: "NAME as ACI".
+    if drv.builder == buildit_lang::lower::image::IMAGE {
+        if let (Some(t), Some(f)) = (drv.env.get("title"), drv.env.get("format")) {
+            return format!("{t} as {}", f.to_uppercase());
+        }
+    }
     drv.env
         .get("name")
         .cloned()

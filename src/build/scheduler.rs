@@ -8,6 +8,7 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use buildit_lang::debian::{BUILDROOT, FETCHURL, UNPACK_DEB};
+use buildit_lang::lower::image::IMAGE;
 use buildit_store::{Derivation, StorePath};
 use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::Direction;
@@ -68,6 +69,7 @@ impl Realiser<'_> {
                 match d.builder.as_str() {
                     FETCHURL => StepKind::Fetch,
                     UNPACK_DEB | BUILDROOT => StepKind::Builtin,
+                    IMAGE => StepKind::Image,
                     _ => StepKind::Build,
                 }
             };
@@ -220,6 +222,7 @@ impl Realiser<'_> {
             FETCHURL if check => self.check_fetch(&step.drv_path, &step.drv),
             FETCHURL => self.fetch(&step.drv_path, &step.drv),
             UNPACK_DEB | BUILDROOT => self.build_tree(&step.drv_path, &step.drv, check),
+            IMAGE => self.build_image(&step.drv_path, &step.drv, check),
             b if b.starts_with("builtin:") => Err(BuildError::UnsupportedBuilder {
                 drv: step.drv_path.clone(),
                 builder: b.to_string(),

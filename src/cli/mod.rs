@@ -3,6 +3,7 @@
 
 mod debian;
 mod eval;
+mod image;
 mod lock;
 mod log;
 mod output;
@@ -52,6 +53,8 @@ enum Command {
     Build(realise::BuildDirArgs),
     /// Print the log of the last build of a derivation (or of an output's deriver).
     Log(log::Args),
+    /// Look into images buildit wrote.
+    Image(image::Args),
 }
 
 /// `buildit DIR` is `buildit build DIR`, as in the design card: insert `build`
@@ -108,6 +111,7 @@ pub fn main() -> ExitCode {
         Command::Realise(args) => realise::exec_realise(&global, args),
         Command::Build(args) => realise::exec_build(&global, args),
         Command::Log(args) => log::exec(&global, args),
+        Command::Image(args) => image::exec(&global, args),
     };
     output::finish(result)
 }

@@ -221,7 +221,8 @@ impl Progress for Reporter {
                 // Fetches and preparations are quick and bounded by the
                 // network or disk; a build's duration is what people compare,
                 // and any failure's tells a timeout from an immediate error.
-                let shown = matches!(kind, StepKind::Build | StepKind::Check) || !ok;
+                let shown =
+                    matches!(kind, StepKind::Build | StepKind::Check | StepKind::Image) || !ok;
                 let elapsed = shown.then_some(elapsed);
                 st.view.line(&step_line(kind.verb(), name, ok, elapsed));
             }

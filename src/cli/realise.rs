@@ -5,6 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use buildit_lang::spec::container::ImageFormat;
 use buildit_lang::spec::{config, Config, Spec};
 use buildit_store::{LocalStore, StorePath};
 
@@ -103,6 +104,9 @@ pub struct RealiseArgs {
 pub struct BuildDirArgs {
     #[command(flatten)]
     build: BuildArgs,
+    /// Build the images of one format only (packages are always built).
+    #[arg(long, value_enum)]
+    format: Option<ImageFormatArg>,
     /// The spec directory (holding container.yaml).
     dir: PathBuf,
 }
@@ -126,6 +130,7 @@ pub fn exec_realise(global: &Global, args: RealiseArgs) -> CliResult<()> {
                     .filter(|p| p.direct)
                     .map(|p| p.drv.clone()),
             );
+            drvs.extend(plan.images.iter().map(|i| i.drv.clone()));
             spec_loaded = Some(loaded);
         } else {
             let (p, _) = store.resolve(t)?;
@@ -151,7 +156,15 @@ pub fn exec_realise(global: &Global, args: RealiseArgs) -> CliResult<()> {
             .map(|p| Config::load(&p))
             .transpose()?,
     };
-    run(&store, &drvs, &args.build, args.check, config.as_ref())
+    let targets: Vec<Target> = drvs
+        .into_iter()
+        .map(|drv| Target {
+            drv,
+            link: None,
+            show: String::new(),
+        })
+        .collect();
+    run(&store, &targets, &args.build, args.check, config.as_ref())
 }
 
 pub fn exec_build(global: &Global, args: BuildDirArgs) -> CliResult<()> {
@@ -194,19 +207,75 @@ pub fn exec_build(global: &Global, args: BuildDirArgs) -> CliResult<()> {
             )?;
         }
     }
+    let formats = args.format.map(|f| vec![f]).unwrap_or_else(|| {
+        vec![
+            ImageFormatArg::Aci,
+            ImageFormatArg::Oci,
+            ImageFormatArg::OciArchive,
+        ]
+    });
+    let wanted = |f: ImageFormat| {
+        formats.iter().any(|x| match f {
+            ImageFormat::Aci => *x == ImageFormatArg::Aci,
+            ImageFormat::Oci => matches!(x, ImageFormatArg::Oci | ImageFormatArg::OciArchive),
+        })
+    };
+    for i in plan.images.iter().filter(|i| wanted(i.format)) {
+        let f = match i.format {
+            ImageFormat::Aci => "ACI",
+            ImageFormat::Oci => "OCI",
+        };
+        writeln!(err, "Image {} as {f}: {}", i.title, i.out)?;
+    }
     drop(err);
-    let drvs: Vec<StorePath> = plan
+    let mut targets: Vec<Target> = plan
         .packages
         .iter()
         .filter(|p| p.direct)
-        .map(|p| p.drv.clone())
+        .map(|p| Target {
+            drv: p.drv.clone(),
+            link: None,
+            show: String::new(),
+        })
         .collect();
-    run(&store, &drvs, &args.build, false, loaded.config.as_ref())
+    for i in plan.images.iter().filter(|i| wanted(i.format)) {
+        let (link, show) = match i.format {
+            ImageFormat::Aci => ("aci", ""),
+            ImageFormat::Oci if formats.contains(&ImageFormatArg::Oci) => ("oci", "/oci"),
+            ImageFormat::Oci => ("oci", "/image.oci.tar"),
+        };
+        targets.push(Target {
+            drv: i.drv.clone(),
+            link: Some(link.to_string()),
+            show: show.to_string(),
+        });
+    }
+    run(&store, &targets, &args.build, false, loaded.config.as_ref())
+}
+
+/// What to realise, and how to show it.
+struct Target {
+    drv: StorePath,
+    /// `Some(suffix)`: linked as `LINK-suffix`; `None`: as `LINK`, `LINK-1`, ….
+    link: Option<String>,
+    /// Appended to the printed output path (a file inside it).
+    show: String,
+}
+
+/// `--format`: build only images of one format.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImageFormatArg {
+    /// An OCI image layout directory.
+    Oci,
+    /// An OCI image as one tar (`oci-archive:`).
+    OciArchive,
+    /// An appc ACI.
+    Aci,
 }
 
 fn run(
     store: &LocalStore,
-    drvs: &[StorePath],
+    targets: &[Target],
     args: &BuildArgs,
     check: bool,
     config: Option<&Config>,
@@ -217,7 +286,8 @@ fn run(
         print_logs: args.print_build_logs,
         quiet: false,
     });
-    let report = realise(store, drvs, &args.options(check), &fetcher, &reporter);
+    let drvs: Vec<StorePath> = targets.iter().map(|t| t.drv.clone()).collect();
+    let report = realise(store, &drvs, &args.options(check), &fetcher, &reporter);
     reporter.finish();
     let report = report?;
     summarise(&report, args.keep_going)?;
@@ -231,13 +301,24 @@ fn run(
     if !report.ok() {
         return Err(CliError::Reported(1));
     }
-    let outs: Vec<StorePath> = outputs(store, drvs)?.into_iter().map(|(_, o)| o).collect();
-    if !args.no_link {
-        link_results(store, &args.out_link, &outs)?;
-    }
+    let mut numbered = Vec::new();
     let mut stdout = std::io::stdout().lock();
-    for o in &outs {
-        writeln!(stdout, "{o}")?;
+    for t in targets {
+        for (_, out) in outputs(store, std::slice::from_ref(&t.drv))? {
+            match &t.link {
+                Some(suffix) if !args.no_link => {
+                    let mut l = args.out_link.as_os_str().to_owned();
+                    l.push(format!("-{suffix}"));
+                    store.add_indirect_root(Path::new(&l), &out)?;
+                }
+                Some(_) => {}
+                None => numbered.push(out.clone()),
+            }
+            writeln!(stdout, "{out}{}", t.show)?;
+        }
+    }
+    if !args.no_link {
+        link_results(store, &args.out_link, &numbered)?;
     }
     Ok(())
 }

@@ -11,6 +11,7 @@ use buildit_store::{
 };
 use thiserror::Error;
 
+pub mod image;
 pub mod spec;
 
 use crate::debian::{fetchurl, store_name, DrvSet};

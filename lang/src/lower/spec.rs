@@ -31,6 +31,8 @@ pub struct Plan {
     pub packages: Vec<PlannedPackage>,
     /// Build root name → its `.drv`.
     pub build_roots: BTreeMap<String, StorePath>,
+    /// One per `image` step, in order.
+    pub images: Vec<super::image::PlannedImage>,
 }
 
 /// How the lock names a package: its directory (relative to the spec) when embedded,
@@ -281,9 +283,11 @@ pub fn lower_spec(
     for p in spec.packages() {
         l.package(p, true)?;
     }
+    let images = super::image::lower_images(&mut l.set, store, spec, &l.planned)?;
     Ok(Plan {
         set: l.set,
         packages: l.planned,
         build_roots: l.roots,
+        images,
     })
 }

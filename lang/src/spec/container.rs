@@ -103,6 +103,9 @@ pub struct ImageStep {
     pub layout: Layout,
     /// `gzip` unless written.
     pub compression: Compression,
+    /// OCI only: the most layers the image may have (smallest neighbours are
+    /// merged beyond it); `None` = buildit's default.
+    pub max_layers: Option<usize>,
 }
 
 /// A `package` step before resolution.
@@ -145,7 +148,15 @@ const PACKAGE_KEYS: &[&str] = &["type", "path", "recipe", "use"];
 const PACKAGE_EXAMPLE: &str = "  - package:\n      type: embedded\n      path: ./pkgs/nginx\nor\n  - package:\n      recipe: app-misc/hello-2.10";
 const SYNC_KEYS: &[&str] = &["src", "dest", "recursive", "chmod", "owner"];
 const SYNC_EXAMPLE: &str = "  - sync:\n      src: ./files/nginx.conf\n      dest: /etc/nginx/nginx.conf\n      chmod: \"0644\"";
-const IMAGE_KEYS: &[&str] = &["type", "name", "content", "config", "layout", "compression"];
+const IMAGE_KEYS: &[&str] = &[
+    "type",
+    "name",
+    "content",
+    "config",
+    "layout",
+    "compression",
+    "max-layers",
+];
 const IMAGE_EXAMPLE: &str =
     "  - image:\n      type: oci\n      config:\n        entrypoint: [/usr/sbin/nginx]";
 const CONFIG_KEYS: &[&str] = &[
@@ -596,6 +607,33 @@ impl Cx<'_> {
                 }
             },
         };
+        if format == ImageFormat::Oci && compression == Compression::Xz {
+            let c = self.render_opt(m.str("compression")?)?.expect("written");
+            return Err(c.error(
+                "OCI layers are not compressed with xz",
+                Some("use gzip (the default), zstd or none".into()),
+            ));
+        }
+        let max_layers = match self.render_opt(m.str("max-layers")?)? {
+            None => None,
+            Some(l) if format == ImageFormat::Aci => {
+                return Err(l.error(
+                    "`max-layers` is for OCI images only",
+                    Some("an ACI is one tar".into()),
+                ))
+            }
+            Some(l) => match l.parse::<usize>() {
+                Ok(n) if (1..=125).contains(&n) => Some(n),
+                _ => {
+                    return Err(l.error(
+                        format!("'{}' is not a layer count from 1 to 125", short(&l)),
+                        Some(
+                            "registries and runtimes refuse images of more than 125 layers".into(),
+                        ),
+                    ))
+                }
+            },
+        };
         let config =
             match m.map("config", CONFIG_KEYS, CONFIG_EXAMPLE)? {
                 None => None,
@@ -626,6 +664,7 @@ impl Cx<'_> {
             config,
             layout,
             compression,
+            max_layers,
         })
     }
 

@@ -1,0 +1,1808 @@
+//! appc images (ACIs): a tar holding exactly `manifest` and `rootfs/`, optionally
+//! gzip- or xz-compressed, addressed by the SHA-512 of the uncompressed tar.
+//!
+//! The manifest is the user's own JSON (the `content` of an `image` step), so it
+//! is checked here against appc 0.8.11 before anything is written. `actool
+//! validate` is not enough: it accepts an empty or relative `exec`, names like
+//! `example.com//x` (its code checks characters and edges, not the spec's regex)
+//! and unknown fields, and knows nothing of the rootfs. Every problem is reported
+//! at once, each naming its JSON path, so one edit fixes them all.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use buildit_store::hash::{HashAlgo, Hasher, HashingWriter};
+use serde_json::{Map, Value};
+use thiserror::Error;
+
+use super::tree::{ImageTree, Kind};
+
+/// How the tar is compressed. appc allows gzip, bzip2 and xz; bzip2 has no
+/// deterministic encoder among our dependencies and gains nothing over xz.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AciCompression {
+    None,
+    Gzip,
+    Xz,
+}
+
+impl AciCompression {
+    /// The name as `compression:` spells it; `zstd` is refused with the reason,
+    /// since the same key accepts it for OCI images.
+    pub fn parse(name: &str) -> Result<AciCompression, AciError> {
+        match name {
+            "none" => Ok(AciCompression::None),
+            "gzip" => Ok(AciCompression::Gzip),
+            "xz" => Ok(AciCompression::Xz),
+            other => Err(AciError::Compression(other.to_string())),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            AciCompression::None => "none",
+            AciCompression::Gzip => "gzip",
+            AciCompression::Xz => "xz",
+        }
+    }
+}
+
+impl FromStr for AciCompression {
+    type Err = AciError;
+    fn from_str(s: &str) -> Result<Self, AciError> {
+        AciCompression::parse(s)
+    }
+}
+
+impl fmt::Display for AciCompression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum AciError {
+    #[error("the ACI manifest has {} problem{}:\n{}",
+        problems.len(),
+        if problems.len() == 1 { "" } else { "s" },
+        problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Manifest { problems: Vec<String> },
+    #[error("the ACI manifest is not valid JSON: {0}")]
+    Json(#[source] serde_json::Error),
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    #[error(
+        "an ACI cannot be compressed with '{0}': appc images are tar, gzip, bzip2 or xz \
+             (actool and appc runtimes read no other); use compression: gzip, xz or none"
+    )]
+    Compression(String),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> AciError + '_ {
+    move |source| AciError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// appc 0.8.11's `types.ValidOSArch`: the spec text lists fewer pairs but defers
+/// to this table, and it is what actool enforces.
+const OS_ARCH: [(&str, &[&str]); 3] = [
+    (
+        "linux",
+        &[
+            "amd64",
+            "i386",
+            "aarch64",
+            "aarch64_be",
+            "armv6l",
+            "armv7l",
+            "armv7b",
+            "ppc64",
+            "ppc64le",
+            "s390x",
+        ],
+    ),
+    ("freebsd", &["amd64", "i386", "arm"]),
+    ("darwin", &["x86_64", "i386"]),
+];
+
+/// The release the checks follow; later 0.8 versions were never tagged, and the
+/// spec wants acVersion to name a tagged release.
+const AC_VERSION_MAX_PATCH: u64 = 11;
+
+const MANIFEST_FIELDS: &[&str] = &[
+    "acKind",
+    "acVersion",
+    "name",
+    "labels",
+    "app",
+    "annotations",
+    "dependencies",
+    "pathWhitelist",
+];
+const APP_FIELDS: &[&str] = &[
+    "exec",
+    "eventHandlers",
+    "user",
+    "group",
+    "supplementaryGIDs",
+    "workingDirectory",
+    "environment",
+    "mountPoints",
+    "ports",
+    "isolators",
+    "userAnnotations",
+    "userLabels",
+];
+
+/// Check an image manifest against appc 0.8.11 and against the rootfs it will
+/// describe: programs named by `exec` must be there and executable, user names
+/// must be in its `/etc/passwd`, and so on. All problems come back together.
+pub fn check_manifest(manifest: &Value, tree: &ImageTree) -> Result<(), AciError> {
+    let mut c = Checker {
+        tree,
+        problems: Vec::new(),
+        rootfs_complete: true,
+        mount_paths: Vec::new(),
+    };
+    c.manifest(manifest);
+    if c.problems.is_empty() {
+        Ok(())
+    } else {
+        Err(AciError::Manifest {
+            problems: c.problems,
+        })
+    }
+}
+
+struct Checker<'a> {
+    tree: &'a ImageTree,
+    problems: Vec<String>,
+    /// False when the manifest has dependencies: their files are laid under this
+    /// rootfs at run time, so a path missing here may well exist then.
+    rootfs_complete: bool,
+    /// `app.mountPoints` paths: a working directory may be a volume.
+    mount_paths: Vec<String>,
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn at(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// Why `s` is not an AC identifier (`^[a-z0-9]+([-._~/][a-z0-9]+)*$`), or an AC
+/// name (the same with only `-` between), if it is not.
+fn ac_problem(s: &str, seps: &str) -> Option<String> {
+    let what = if seps.len() == 1 {
+        "an AC name"
+    } else {
+        "an AC identifier"
+    };
+    let allowed = format!("lowercase letters, digits and {}", seps);
+    if s.is_empty() {
+        return Some(format!("must not be empty: it is {what}"));
+    }
+    if s.chars().any(|c| c.is_ascii_uppercase()) {
+        return Some(format!("must be lowercase: {what} allows only {allowed}"));
+    }
+    if let Some(bad) = s
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || seps.contains(*c)))
+    {
+        return Some(format!(
+            "contains {bad:?}, which {what} does not allow (only {allowed})"
+        ));
+    }
+    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    if !s.starts_with(alnum) || !s.ends_with(alnum) {
+        return Some(format!(
+            "must start and end with a letter or digit ({what})"
+        ));
+    }
+    let b = s.as_bytes();
+    if let Some(w) = b
+        .windows(2)
+        .find(|w| !alnum(w[0] as char) && !alnum(w[1] as char))
+    {
+        return Some(format!(
+            "has {:?}: in {what} each separator ({seps}) must stand between letters or digits",
+            String::from_utf8_lossy(w)
+        ));
+    }
+    None
+}
+
+fn c_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// SemVer 2.0.0: `MAJOR.MINOR.PATCH[-PRE][+BUILD]`, numbers without leading zeros.
+fn semver(s: &str) -> Option<(u64, u64, u64)> {
+    let (rest, build) = match s.split_once('+') {
+        Some((r, b)) => (r, Some(b)),
+        None => (s, None),
+    };
+    let (core, pre) = match rest.split_once('-') {
+        Some((c, p)) => (c, Some(p)),
+        None => (rest, None),
+    };
+    let numeric = |p: &str| {
+        !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && (p == "0" || !p.starts_with('0'))
+    };
+    let ident =
+        |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if let Some(pre) = pre {
+        let ok = pre
+            .split('.')
+            .all(|p| ident(p) && (!p.bytes().all(|b| b.is_ascii_digit()) || numeric(p)));
+        if !ok {
+            return None;
+        }
+    }
+    if let Some(build) = build {
+        if !build.split('.').all(ident) {
+            return None;
+        }
+    }
+    let parts: Vec<&str> = core.split('.').collect();
+    if parts.len() != 3 || !parts.iter().all(|p| numeric(p)) {
+        return None;
+    }
+    Some((
+        parts[0].parse().ok()?,
+        parts[1].parse().ok()?,
+        parts[2].parse().ok()?,
+    ))
+}
+
+/// RFC 3339 `date-time` (what appc's `created` annotation must be; Go's
+/// `time.RFC3339` layout, so an upper-case `T` and `Z`).
+fn rfc3339(s: &str) -> bool {
+    let b = s.as_bytes();
+    let digits = |r: std::ops::Range<usize>| {
+        b.get(r.clone())
+            .is_some_and(|d| d.iter().all(u8::is_ascii_digit))
+            && s[r].parse::<u32>().is_ok()
+    };
+    let num = |r: std::ops::Range<usize>| s[r].parse::<u32>().unwrap_or(99);
+    if b.len() < 20
+        || !(digits(0..4) && digits(5..7) && digits(8..10))
+        || !(digits(11..13) && digits(14..16) && digits(17..19))
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return false;
+    }
+    if !(1..=12).contains(&num(5..7))
+        || !(1..=31).contains(&num(8..10))
+        || num(11..13) > 23
+        || num(14..16) > 59
+        || num(17..19) > 59
+    {
+        return false;
+    }
+    let mut rest = &s[19..];
+    if let Some(frac) = rest.strip_prefix('.') {
+        let n = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if n == 0 {
+            return false;
+        }
+        rest = &frac[n..];
+    }
+    if rest == "Z" {
+        return true;
+    }
+    let z = rest.as_bytes();
+    z.len() == 6
+        && (z[0] == b'+' || z[0] == b'-')
+        && z[1..3].iter().all(u8::is_ascii_digit)
+        && z[3] == b':'
+        && z[4..6].iter().all(u8::is_ascii_digit)
+        && rest[1..3].parse::<u32>().is_ok_and(|h| h < 24)
+        && rest[4..6].parse::<u32>().is_ok_and(|m| m < 60)
+}
+
+fn http_url(s: &str) -> bool {
+    ["http://", "https://"].iter().any(|p| {
+        s.strip_prefix(p).is_some_and(|rest| {
+            !rest.is_empty() && !rest.starts_with('/') && !rest.contains(char::is_whitespace)
+        })
+    })
+}
+
+/// Docker's and Go's spellings of architectures, for a hint when one is used.
+fn arch_hint(os: &str, arch: &str) -> Option<&'static str> {
+    match (os, arch) {
+        ("linux" | "freebsd", "x86_64" | "x86-64") => Some("amd64"),
+        ("darwin", "amd64") => Some("x86_64"),
+        ("linux", "arm64") => Some("aarch64"),
+        ("linux", "arm" | "armhf" | "armv7") => Some("armv7l"),
+        ("linux", "armel" | "armv6") => Some("armv6l"),
+        ("linux" | "freebsd" | "darwin", "386" | "x86" | "i686") => Some("i386"),
+        ("linux", "ppc64el") => Some("ppc64le"),
+        _ => None,
+    }
+}
+
+impl Checker<'_> {
+    fn problem(&mut self, p: String) {
+        self.problems.push(p);
+    }
+
+    fn string<'v>(&mut self, path: &str, v: &'v Value) -> Option<&'v str> {
+        match v {
+            Value::String(s) => Some(s),
+            other => {
+                self.problem(format!("{path} must be a string, not {}", kind(other)));
+                None
+            }
+        }
+    }
+
+    fn array<'v>(&mut self, path: &str, v: &'v Value) -> Option<&'v Vec<Value>> {
+        match v {
+            Value::Array(a) => Some(a),
+            other => {
+                self.problem(format!("{path} must be an array, not {}", kind(other)));
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, path: &str, v: &Value) {
+        if !v.is_boolean() {
+            self.problem(format!("{path} must be true or false, not {}", kind(v)));
+        }
+    }
+
+    fn integer(&mut self, path: &str, v: &Value) -> Option<u64> {
+        match v.as_u64() {
+            Some(n) => Some(n),
+            None => {
+                let what = if v.is_number() {
+                    format!("{v}")
+                } else {
+                    kind(v).to_string()
+                };
+                self.problem(format!("{path} must be a whole number, not {what}"));
+                None
+            }
+        }
+    }
+
+    /// An object with only the `known` fields (appc ignores others, so a typo
+    /// like `enviroment` would silently drop the setting).
+    fn object<'v>(
+        &mut self,
+        path: &str,
+        v: &'v Value,
+        known: &[&str],
+    ) -> Option<&'v Map<String, Value>> {
+        let Value::Object(obj) = v else {
+            let what = if path.is_empty() {
+                "the manifest"
+            } else {
+                path
+            };
+            self.problem(format!("{what} must be a JSON object, not {}", kind(v)));
+            return None;
+        };
+        for k in obj.keys() {
+            if !known.contains(&k.as_str()) {
+                let within = if path.is_empty() {
+                    "an image manifest".to_string()
+                } else {
+                    path.to_string()
+                };
+                self.problem(format!(
+                    "{} is not an appc field (known in {within}: {})",
+                    at(path, k),
+                    known.join(", ")
+                ));
+            }
+        }
+        Some(obj)
+    }
+
+    fn required<'v>(
+        &mut self,
+        path: &str,
+        obj: &'v Map<String, Value>,
+        key: &str,
+    ) -> Option<&'v Value> {
+        let v = obj.get(key);
+        if v.is_none() {
+            self.problem(format!("{} is missing", at(path, key)));
+        }
+        v
+    }
+
+    fn ac(&mut self, path: &str, s: &str, seps: &str) -> bool {
+        match ac_problem(s, seps) {
+            Some(why) => {
+                self.problem(format!("{path} '{s}' {why}"));
+                false
+            }
+            None => true,
+        }
+    }
+
+    fn absolute(&mut self, path: &str, s: &str) -> bool {
+        if s.starts_with('/') {
+            true
+        } else {
+            self.problem(format!("{path} '{s}' must be an absolute path"));
+            false
+        }
+    }
+
+    /// A name already seen at another index of the same list.
+    /// Whether `name` is new to `seen`; a repeat is a problem naming the first.
+    fn unique(
+        &mut self,
+        seen: &mut HashMap<String, String>,
+        path: &str,
+        name: &str,
+        what: &str,
+    ) -> bool {
+        if let Some(first) = seen.get(name) {
+            self.problem(format!(
+                "{path} '{name}' repeats {first}: {what} names must be unique"
+            ));
+            false
+        } else {
+            seen.insert(name.to_string(), path.to_string());
+            true
+        }
+    }
+
+    fn manifest(&mut self, v: &Value) {
+        let Some(obj) = self.object("", v, MANIFEST_FIELDS) else {
+            return;
+        };
+        if let Some(Value::Array(deps)) = obj.get("dependencies") {
+            self.rootfs_complete = deps.is_empty();
+        }
+        if let Some(k) = self.required("", obj, "acKind") {
+            if let Some(k) = self.string("acKind", k) {
+                if k != "ImageManifest" {
+                    self.problem(format!("acKind '{k}' must be \"ImageManifest\""));
+                }
+            }
+        }
+        if let Some(ver) = self.required("", obj, "acVersion") {
+            if let Some(ver) = self.string("acVersion", ver) {
+                match semver(ver) {
+                    None => self.problem(format!(
+                        "acVersion '{ver}' must be a semantic version, e.g. \"0.8.11\""
+                    )),
+                    Some((0, 8, p)) if p <= AC_VERSION_MAX_PATCH => {}
+                    Some(_) => self.problem(format!(
+                        "acVersion '{ver}' must be an appc 0.8 release, 0.8.0 to 0.8.{AC_VERSION_MAX_PATCH} \
+                         (buildit checks and writes appc 0.8.11 images)"
+                    )),
+                }
+            }
+        }
+        if let Some(name) = self.required("", obj, "name") {
+            if let Some(name) = self.string("name", name) {
+                self.ac("name", name, "-._~/");
+            }
+        }
+        if let Some(labels) = obj.get("labels") {
+            self.labels("labels", labels, true);
+        }
+        if let Some(deps) = obj.get("dependencies") {
+            self.dependencies(deps);
+        }
+        if let Some(app) = obj.get("app") {
+            self.app(app);
+        }
+        if let Some(ann) = obj.get("annotations") {
+            self.annotations(ann);
+        }
+        if let Some(paths) = obj.get("pathWhitelist") {
+            if let Some(paths) = self.array("pathWhitelist", paths) {
+                let mut seen = HashMap::new();
+                for (i, p) in paths.iter().enumerate() {
+                    let path = format!("pathWhitelist[{i}]");
+                    if let Some(p) = self.string(&path, p) {
+                        if self.absolute(&path, p) {
+                            self.unique(&mut seen, &path, p, "pathWhitelist");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// `own`: the image's labels, where `arch` without `os` is a mistake; in a
+    /// dependency, labels are filters and may leave `os` open.
+    fn labels(&mut self, path: &str, v: &Value, own: bool) {
+        let Some(items) = self.array(path, v) else {
+            return;
+        };
+        let mut seen = HashMap::new();
+        let mut os: Option<(String, String)> = None;
+        let mut arch: Option<(String, String)> = None;
+        for (i, item) in items.iter().enumerate() {
+            let ipath = format!("{path}[{i}]");
+            let Some(obj) = self.object(&ipath, item, &["name", "value"]) else {
+                continue;
+            };
+            let npath = format!("{ipath}.name");
+            let name = self
+                .required(&ipath, obj, "name")
+                .and_then(|n| self.string(&npath, n));
+            let vpath = format!("{ipath}.value");
+            let value = self
+                .required(&ipath, obj, "value")
+                .and_then(|v| self.string(&vpath, v));
+            let Some(name) = name else { continue };
+            if !self.ac(&npath, name, "-._~/") {
+                continue;
+            }
+            if name == "name" {
+                self.problem(format!(
+                    "{npath} 'name' is not allowed: appc reserves it for the image's own name field"
+                ));
+                continue;
+            }
+            // A repeated os or arch must not hide the first from the pair check.
+            if !self.unique(&mut seen, &npath, name, "label") {
+                continue;
+            }
+            if let Some(value) = value {
+                match name {
+                    "os" => os = Some((vpath, value.to_string())),
+                    "arch" => arch = Some((vpath, value.to_string())),
+                    _ => {}
+                }
+            }
+        }
+        match (os, arch) {
+            (Some((opath, os)), arch) => match OS_ARCH.iter().find(|(o, _)| *o == os) {
+                None => self.problem(format!(
+                    "{opath}: os '{os}' is not one appc knows ({})",
+                    OS_ARCH.map(|(o, _)| o).join(", ")
+                )),
+                Some((_, arches)) => {
+                    if let Some((apath, arch)) = arch {
+                        if !arches.contains(&arch.as_str()) {
+                            let hint = arch_hint(&os, &arch)
+                                .map(|a| format!("; appc spells it '{a}'"))
+                                .unwrap_or_default();
+                            self.problem(format!(
+                                "{apath}: arch '{arch}' is not valid with os '{os}' (appc allows: {}){hint}",
+                                arches.join(", ")
+                            ));
+                        }
+                    }
+                }
+            },
+            (None, Some((apath, arch))) if own => self.problem(format!(
+                "{apath}: arch '{arch}' is given without an os label, and appc gives arch a meaning \
+                 only together with os: add {{\"name\": \"os\", \"value\": \"linux\"}}"
+            )),
+            _ => {}
+        }
+    }
+
+    fn app(&mut self, v: &Value) {
+        let Some(app) = self.object("app", v, APP_FIELDS) else {
+            return;
+        };
+        // Mount points first: the working directory may be one of them.
+        if let Some(mps) = app.get("mountPoints") {
+            self.mount_points(mps);
+        }
+        if let Some(exec) = self.required("app", app, "exec") {
+            self.exec("app.exec", exec);
+        }
+        for (key, db) in [("user", "/etc/passwd"), ("group", "/etc/group")] {
+            let path = format!("app.{key}");
+            if let Some(v) = self.required("app", app, key) {
+                if let Some(s) = self.string(&path, v) {
+                    self.owner(&path, s, db);
+                }
+            }
+        }
+        if let Some(ehs) = app.get("eventHandlers") {
+            if let Some(ehs) = self.array("app.eventHandlers", ehs) {
+                let mut seen = HashMap::new();
+                for (i, eh) in ehs.iter().enumerate() {
+                    let path = format!("app.eventHandlers[{i}]");
+                    let Some(eh) = self.object(&path, eh, &["name", "exec"]) else {
+                        continue;
+                    };
+                    let npath = format!("{path}.name");
+                    if let Some(name) = self
+                        .required(&path, eh, "name")
+                        .and_then(|n| self.string(&npath, n))
+                    {
+                        if name == "pre-start" || name == "post-stop" {
+                            self.unique(&mut seen, &npath, name, "event handler");
+                        } else {
+                            self.problem(format!(
+                                "{npath} '{name}' must be \"pre-start\" or \"post-stop\""
+                            ));
+                        }
+                    }
+                    if let Some(exec) = self.required(&path, eh, "exec") {
+                        self.exec(&format!("{path}.exec"), exec);
+                    }
+                }
+            }
+        }
+        if let Some(gids) = app.get("supplementaryGIDs") {
+            if let Some(gids) = self.array("app.supplementaryGIDs", gids) {
+                for (i, g) in gids.iter().enumerate() {
+                    let path = format!("app.supplementaryGIDs[{i}]");
+                    if let Some(g) = self.integer(&path, g) {
+                        if g > u64::from(u32::MAX) {
+                            self.problem(format!("{path} {g} is not a valid group id"));
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(wd) = app.get("workingDirectory") {
+            if let Some(wd) = self.string("app.workingDirectory", wd) {
+                if self.absolute("app.workingDirectory", wd) {
+                    self.working_directory(wd);
+                }
+            }
+        }
+        if let Some(env) = app.get("environment") {
+            if let Some(env) = self.array("app.environment", env) {
+                let mut seen = HashMap::new();
+                for (i, e) in env.iter().enumerate() {
+                    let path = format!("app.environment[{i}]");
+                    let Some(e) = self.object(&path, e, &["name", "value"]) else {
+                        continue;
+                    };
+                    let npath = format!("{path}.name");
+                    if let Some(name) = self
+                        .required(&path, e, "name")
+                        .and_then(|n| self.string(&npath, n))
+                    {
+                        if c_identifier(name) {
+                            self.unique(&mut seen, &npath, name, "environment variable");
+                        } else {
+                            self.problem(format!(
+                                "{npath} '{name}' must be a C identifier: letters, digits and '_', \
+                                 not starting with a digit"
+                            ));
+                        }
+                    }
+                    if let Some(value) = self.required(&path, e, "value") {
+                        self.string(&format!("{path}.value"), value);
+                    }
+                }
+            }
+        }
+        if let Some(ports) = app.get("ports") {
+            self.ports(ports);
+        }
+        if let Some(isos) = app.get("isolators") {
+            // Values are isolator-specific; appc's library checks the ones it
+            // knows at run time, and unknown isolators are allowed.
+            if let Some(isos) = self.array("app.isolators", isos) {
+                for (i, iso) in isos.iter().enumerate() {
+                    let path = format!("app.isolators[{i}]");
+                    let Some(iso) = self.object(&path, iso, &["name", "value"]) else {
+                        continue;
+                    };
+                    let npath = format!("{path}.name");
+                    if let Some(name) = self
+                        .required(&path, iso, "name")
+                        .and_then(|n| self.string(&npath, n))
+                    {
+                        self.ac(&npath, name, "-._~/");
+                    }
+                    self.required(&path, iso, "value");
+                }
+            }
+        }
+        for key in ["userAnnotations", "userLabels"] {
+            if let Some(m) = app.get(key) {
+                let path = format!("app.{key}");
+                match m {
+                    Value::Object(m) => {
+                        for (k, v) in m {
+                            self.string(&format!("{path}.{k}"), v);
+                        }
+                    }
+                    other => self.problem(format!(
+                        "{path} must be an object of strings, not {}",
+                        kind(other)
+                    )),
+                }
+            }
+        }
+    }
+
+    fn exec(&mut self, path: &str, v: &Value) {
+        let Some(args) = self.array(path, v) else {
+            return;
+        };
+        if args.is_empty() {
+            self.problem(format!(
+                "{path} must not be empty: give the program to run and its arguments"
+            ));
+            return;
+        }
+        for (i, a) in args.iter().enumerate() {
+            self.string(&format!("{path}[{i}]"), a);
+        }
+        let ppath = format!("{path}[0]");
+        if let Some(prog) = args[0].as_str() {
+            if self.absolute(&ppath, prog) {
+                self.program(&ppath, prog);
+            }
+        }
+    }
+
+    /// The program must be a file the runtime can execute; a script's
+    /// interpreter must be there too, or the exec fails with a bare ENOENT.
+    fn program(&mut self, path: &str, prog: &str) {
+        if !self.rootfs_complete {
+            return;
+        }
+        let Some((_, node)) = self.tree.resolve(prog) else {
+            self.problem(format!(
+                "{path} '{prog}' is not in the image (no such file, or a broken symlink on the way)"
+            ));
+            return;
+        };
+        let src = match &node.kind {
+            Kind::File { src, .. } => src,
+            Kind::Dir => {
+                self.problem(format!("{path} '{prog}' is a directory, not a program"));
+                return;
+            }
+            Kind::Symlink { .. } => {
+                self.problem(format!("{path} '{prog}' does not resolve to a file"));
+                return;
+            }
+        };
+        if node.mode & 0o111 == 0 {
+            self.problem(format!(
+                "{path} '{prog}' is not executable (mode {:04o})",
+                node.mode
+            ));
+            return;
+        }
+        let mut head = [0u8; 256];
+        let n = match File::open(src).and_then(|mut f| read_some(&mut f, &mut head)) {
+            Ok(n) => n,
+            Err(e) => {
+                self.problem(format!(
+                    "{path} '{prog}': cannot read {}: {e}",
+                    src.display()
+                ));
+                return;
+            }
+        };
+        let Some(line) = head[..n].strip_prefix(b"#!") else {
+            return;
+        };
+        let line = line.split(|b| *b == b'\n').next().unwrap_or_default();
+        let line = String::from_utf8_lossy(line);
+        let Some(interp) = line.split_whitespace().next() else {
+            return;
+        };
+        let ok = self
+            .tree
+            .resolve(interp)
+            .is_some_and(|(_, n)| matches!(n.kind, Kind::File { .. }) && n.mode & 0o111 != 0);
+        if !ok {
+            self.problem(format!(
+                "{path} '{prog}' is a script for '{interp}', which is not an executable in the image"
+            ));
+        }
+    }
+
+    /// appc resolves user and group names in the image's own /etc/passwd and
+    /// /etc/group, numbers as ids, and `/path` as the owner of that file.
+    fn owner(&mut self, path: &str, s: &str, db: &str) {
+        if s.is_empty() {
+            self.problem(format!("{path} must not be empty: give a name or a number"));
+            return;
+        }
+        if s.bytes().all(|b| b.is_ascii_digit()) || !self.rootfs_complete {
+            return;
+        }
+        if s.starts_with('/') {
+            if self.tree.resolve(s).is_none() {
+                self.problem(format!(
+                    "{path} '{s}' names the file whose owner the app runs as, but it is not in the image"
+                ));
+            }
+            return;
+        }
+        let src = match self.tree.resolve(db) {
+            Some((_, n)) => match &n.kind {
+                Kind::File { src, .. } => src.clone(),
+                _ => {
+                    self.problem(format!(
+                        "{path} '{s}' is a name, but {db} in the image is not a file"
+                    ));
+                    return;
+                }
+            },
+            None => {
+                self.problem(format!(
+                    "{path} '{s}' is a name, but the image has no {db} to look it up in: give a number"
+                ));
+                return;
+            }
+        };
+        let text = match fs::read(&src) {
+            Ok(t) => String::from_utf8_lossy(&t).into_owned(),
+            Err(e) => {
+                self.problem(format!(
+                    "{path} '{s}': cannot read {db} ({}): {e}",
+                    src.display()
+                ));
+                return;
+            }
+        };
+        let names: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(':').next())
+            .filter(|n| !n.is_empty())
+            .collect();
+        if !names.contains(&s) {
+            self.problem(format!(
+                "{path} '{s}' is not in the image's {db} (it has: {}): add it, or give a number",
+                names.join(", ")
+            ));
+        }
+    }
+
+    fn working_directory(&mut self, wd: &str) {
+        if !self.rootfs_complete {
+            return;
+        }
+        let under_mount = self.mount_paths.iter().any(|m| {
+            let m = m.trim_end_matches('/');
+            wd == m || wd.strip_prefix(m).is_some_and(|r| r.starts_with('/'))
+        });
+        if under_mount {
+            return;
+        }
+        match self.tree.resolve(wd) {
+            Some((_, n)) if n.kind == Kind::Dir => {}
+            Some(_) => self.problem(format!(
+                "app.workingDirectory '{wd}' is not a directory in the image"
+            )),
+            None if wd.trim_end_matches('/').is_empty() => {}
+            None => self.problem(format!(
+                "app.workingDirectory '{wd}' is not in the image, and appc runtimes refuse to start \
+                 an app whose working directory is missing"
+            )),
+        }
+    }
+
+    fn mount_points(&mut self, v: &Value) {
+        let Some(mps) = self.array("app.mountPoints", v) else {
+            return;
+        };
+        let mut seen = HashMap::new();
+        for (i, mp) in mps.iter().enumerate() {
+            let path = format!("app.mountPoints[{i}]");
+            let Some(mp) = self.object(&path, mp, &["name", "path", "readOnly"]) else {
+                continue;
+            };
+            let npath = format!("{path}.name");
+            if let Some(name) = self
+                .required(&path, mp, "name")
+                .and_then(|n| self.string(&npath, n))
+            {
+                if self.ac(&npath, name, "-") {
+                    self.unique(&mut seen, &npath, name, "mount point");
+                }
+            }
+            let ppath = format!("{path}.path");
+            if let Some(p) = self
+                .required(&path, mp, "path")
+                .and_then(|p| self.string(&ppath, p))
+            {
+                if self.absolute(&ppath, p) {
+                    self.mount_paths.push(p.to_string());
+                }
+            }
+            if let Some(ro) = mp.get("readOnly") {
+                self.boolean(&format!("{path}.readOnly"), ro);
+            }
+        }
+    }
+
+    fn ports(&mut self, v: &Value) {
+        let Some(ports) = self.array("app.ports", v) else {
+            return;
+        };
+        let mut seen = HashMap::new();
+        for (i, port) in ports.iter().enumerate() {
+            let path = format!("app.ports[{i}]");
+            let Some(port) = self.object(
+                &path,
+                port,
+                &["name", "protocol", "port", "count", "socketActivated"],
+            ) else {
+                continue;
+            };
+            let npath = format!("{path}.name");
+            if let Some(name) = self
+                .required(&path, port, "name")
+                .and_then(|n| self.string(&npath, n))
+            {
+                if self.ac(&npath, name, "-") {
+                    self.unique(&mut seen, &npath, name, "port");
+                }
+            }
+            let prpath = format!("{path}.protocol");
+            if let Some(proto) = self
+                .required(&path, port, "protocol")
+                .and_then(|p| self.string(&prpath, p))
+            {
+                if proto.is_empty() {
+                    self.problem(format!(
+                        "{prpath} must not be empty (e.g. \"tcp\" or \"udp\")"
+                    ));
+                }
+            }
+            let ppath = format!("{path}.port");
+            let number = self
+                .required(&path, port, "port")
+                .and_then(|p| self.integer(&ppath, p));
+            if let Some(n) = number {
+                if !(1..=65535).contains(&n) {
+                    self.problem(format!("{ppath} {n} must be between 1 and 65535"));
+                }
+            }
+            if let Some(count) = port.get("count") {
+                let cpath = format!("{path}.count");
+                if let Some(c) = self.integer(&cpath, count) {
+                    if c == 0 {
+                        self.problem(format!("{cpath} must be at least 1"));
+                    } else if let Some(n) = number.filter(|n| (1..=65535).contains(n)) {
+                        if n + c - 1 > 65535 {
+                            self.problem(format!(
+                                "{cpath} {c}: the range from port {n} would end past 65535"
+                            ));
+                        }
+                    }
+                }
+            }
+            if let Some(sa) = port.get("socketActivated") {
+                self.boolean(&format!("{path}.socketActivated"), sa);
+            }
+        }
+    }
+
+    fn dependencies(&mut self, v: &Value) {
+        let Some(deps) = self.array("dependencies", v) else {
+            return;
+        };
+        for (i, dep) in deps.iter().enumerate() {
+            let path = format!("dependencies[{i}]");
+            let Some(dep) = self.object(&path, dep, &["imageName", "imageID", "labels", "size"])
+            else {
+                continue;
+            };
+            let npath = format!("{path}.imageName");
+            if let Some(name) = self
+                .required(&path, dep, "imageName")
+                .and_then(|n| self.string(&npath, n))
+            {
+                self.ac(&npath, name, "-._~/");
+            }
+            if let Some(id) = dep.get("imageID") {
+                let ipath = format!("{path}.imageID");
+                if let Some(id) = self.string(&ipath, id) {
+                    let ok = id.strip_prefix("sha512-").is_some_and(|h| {
+                        h.len() == 128
+                            && h.bytes()
+                                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+                    });
+                    if !ok {
+                        self.problem(format!(
+                            "{ipath} '{id}' must be an image ID: \"sha512-\" and 128 lowercase hex digits"
+                        ));
+                    }
+                }
+            }
+            if let Some(labels) = dep.get("labels") {
+                self.labels(&format!("{path}.labels"), labels, false);
+            }
+            if let Some(size) = dep.get("size") {
+                self.integer(&format!("{path}.size"), size);
+            }
+        }
+    }
+
+    fn annotations(&mut self, v: &Value) {
+        let Some(anns) = self.array("annotations", v) else {
+            return;
+        };
+        let mut seen = HashMap::new();
+        for (i, ann) in anns.iter().enumerate() {
+            let path = format!("annotations[{i}]");
+            let Some(ann) = self.object(&path, ann, &["name", "value"]) else {
+                continue;
+            };
+            let npath = format!("{path}.name");
+            let name = self
+                .required(&path, ann, "name")
+                .and_then(|n| self.string(&npath, n));
+            let vpath = format!("{path}.value");
+            let value = self
+                .required(&path, ann, "value")
+                .and_then(|v| self.string(&vpath, v));
+            let Some(name) = name else { continue };
+            if !self.ac(&npath, name, "-._~/") {
+                continue;
+            }
+            self.unique(&mut seen, &npath, name, "annotation");
+            match (name, value) {
+                ("created", Some(v)) if !rfc3339(v) => self.problem(format!(
+                    "{vpath} '{v}' must be an RFC 3339 date-time, e.g. \"2024-01-31T12:00:00Z\" \
+                     (appc's 'created' annotation)"
+                )),
+                ("homepage" | "documentation", Some(v)) if !http_url(v) => self.problem(format!(
+                    "{vpath} '{v}' must be an http:// or https:// URL (appc's '{name}' annotation)"
+                )),
+                _ => {}
+            }
+        }
+    }
+}
+
+fn read_some(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// The compressor between the hashed tar stream and the file.
+enum Sink {
+    Plain(BufWriter<File>),
+    Gzip(flate2::write::GzEncoder<BufWriter<File>>),
+    Xz(liblzma::write::XzEncoder<BufWriter<File>>),
+}
+
+/// Fixed levels: the bytes (and so any signature over them) must not depend on
+/// a default that a crate upgrade could change.
+const GZIP_LEVEL: u32 = 6;
+const XZ_PRESET: u32 = 6;
+
+impl Sink {
+    fn new(file: File, compression: AciCompression) -> Sink {
+        let out = BufWriter::with_capacity(1 << 20, file);
+        match compression {
+            AciCompression::None => Sink::Plain(out),
+            // No mtime, no file name, so the header is the same everywhere.
+            AciCompression::Gzip => Sink::Gzip(
+                flate2::GzBuilder::new().write(out, flate2::Compression::new(GZIP_LEVEL)),
+            ),
+            // Single-threaded: the multi-threaded encoder splits into blocks
+            // whose boundaries depend on its settings.
+            AciCompression::Xz => Sink::Xz(liblzma::write::XzEncoder::new(out, XZ_PRESET)),
+        }
+    }
+
+    fn finish(self) -> io::Result<File> {
+        let out = match self {
+            Sink::Plain(w) => w,
+            Sink::Gzip(w) => w.finish()?,
+            Sink::Xz(w) => w.finish()?,
+        };
+        out.into_inner().map_err(|e| e.into_error())
+    }
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sink::Plain(w) => w.write(buf),
+            Sink::Gzip(w) => w.write(buf),
+            Sink::Xz(w) => w.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Sink::Plain(w) => w.flush(),
+            Sink::Gzip(w) => w.flush(),
+            Sink::Xz(w) => w.flush(),
+        }
+    }
+}
+
+/// Tells concurrent writers in one process apart in temporary names.
+static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// Check the manifest, then write the ACI to `dest`: `manifest` (the bytes as
+/// given), `rootfs/` and the whole tree under it, compressed as asked. `dest`
+/// appears only once complete. Returns the image ID, `sha512-<hex>`.
+pub fn write_aci(
+    manifest_json: &[u8],
+    tree: &ImageTree,
+    dest: &Path,
+    compression: AciCompression,
+) -> Result<String, AciError> {
+    let manifest: Value = serde_json::from_slice(manifest_json).map_err(AciError::Json)?;
+    check_manifest(&manifest, tree)?;
+
+    let dir = match dest.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "image.aci".into());
+    let tmp = dir.join(format!(
+        ".{name}.tmp-{}-{}",
+        std::process::id(),
+        TMP_SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    let written = write_tar(manifest_json, tree, &tmp, compression);
+    let id = match written {
+        Ok(id) => id,
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    if let Err(e) = fs::rename(&tmp, dest) {
+        let _ = fs::remove_file(&tmp);
+        return Err(AciError::Io {
+            path: dest.to_path_buf(),
+            source: e,
+        });
+    }
+    Ok(id)
+}
+
+fn write_tar(
+    manifest_json: &[u8],
+    tree: &ImageTree,
+    tmp: &Path,
+    compression: AciCompression,
+) -> Result<String, AciError> {
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(tmp)
+        .map_err(io_err(tmp))?;
+    // The ID is over the uncompressed tar, so hash before compressing.
+    let out = HashingWriter::new(Sink::new(file, compression), HashAlgo::Sha512);
+    let entries = super::tar::entries(tree, None);
+    let out = super::tar::write(
+        out,
+        Path::new("rootfs"),
+        &[("manifest", manifest_json)],
+        &entries,
+    )
+    .map_err(io_err(tmp))?;
+    let (hash, _, sink) = out.finish();
+    let file = sink.finish().map_err(io_err(tmp))?;
+    file.sync_all().map_err(io_err(tmp))?;
+    Ok(format!("sha512-{}", hash.to_hex()))
+}
+
+/// The image ID of an ACI file: `sha512-` and the hex SHA-512 of its tar,
+/// decompressed first if it is gzip or xz (appc addresses images by their
+/// uncompressed bytes, so the ID does not change with the compression).
+pub fn image_id(file: &Path) -> io::Result<String> {
+    let mut f = BufReader::new(File::open(file)?);
+    let mut magic = [0u8; 6];
+    let n = read_some(&mut f, &mut magic)?;
+    let magic = &magic[..n];
+    let head = io::Cursor::new(magic.to_vec());
+    let stream = head.chain(f);
+    let mut reader: Box<dyn Read> = if magic.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::read::MultiGzDecoder::new(stream))
+    } else if magic.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        Box::new(liblzma::read::XzDecoder::new_multi_decoder(stream))
+    } else if magic.starts_with(b"BZh") {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "{}: bzip2-compressed ACIs are not supported",
+                file.display()
+            ),
+        ));
+    } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: zstd-compressed, which is not an ACI", file.display()),
+        ));
+    } else {
+        Box::new(stream)
+    };
+    let mut h = Hasher::new(HashAlgo::Sha512);
+    io::copy(&mut reader, &mut h)?;
+    Ok(format!("sha512-{}", h.finish().to_hex()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+    use std::process::Command;
+
+    use buildit_store::Hash;
+    use serde_json::json;
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        tree: ImageTree,
+        dir: PathBuf,
+    }
+
+    fn put(root: &Path, rel: &str, data: &[u8], mode: u32) {
+        let p = root.join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, data).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let pkg = dir.path().join("pkg");
+        put(&pkg, "usr/sbin/nginx", b"\x7fELF not really", 0o755);
+        put(&pkg, "usr/bin/dash", b"\x7fELF not really", 0o755);
+        put(&pkg, "usr/bin/start", b"#!/bin/sh -e\nexec nginx\n", 0o755);
+        put(&pkg, "usr/bin/pyscript", b"#!/usr/bin/python3\n", 0o755);
+        put(&pkg, "usr/lib/libfoo.so", b"lib", 0o644);
+        put(
+            &pkg,
+            "etc/passwd",
+            b"root:x:0:0:root:/root:/bin/sh\nwww-data:x:33:33::/var/www:/usr/sbin/nologin\n",
+            0o644,
+        );
+        put(&pkg, "etc/group", b"root:x:0:\nwww-data:x:33:\n", 0o644);
+        put(&pkg, "etc/nginx/nginx.conf", b"events {}\n", 0o644);
+        fs::create_dir_all(pkg.join("var/www")).unwrap();
+        std::os::unix::fs::symlink("dash", pkg.join("usr/bin/sh")).unwrap();
+        let mut tree = ImageTree::new();
+        // Merged-usr, as every image has: programs are reached through /bin.
+        for (link, target) in [("bin", "usr/bin"), ("sbin", "usr/sbin"), ("lib", "usr/lib")] {
+            let target = PathBuf::from(target);
+            tree.add_base(link, Kind::Symlink { target }, 0o777);
+        }
+        tree.add_base("tmp", Kind::Dir, 0o1777);
+        tree.add_tree("pkg", &pkg).unwrap();
+        Fixture {
+            dir: dir.path().to_path_buf(),
+            _dir: dir,
+            tree,
+        }
+    }
+
+    fn valid() -> Value {
+        json!({
+            "acKind": "ImageManifest",
+            "acVersion": "0.8.11",
+            "name": "example.com/nginx-production-1.22.1-p1",
+            "labels": [
+                {"name": "os", "value": "linux"},
+                {"name": "arch", "value": "amd64"},
+                {"name": "version", "value": "1.22.1"}
+            ],
+            "app": {
+                "exec": ["/usr/sbin/nginx", "-e", "stderr", "-g", "daemon off;"],
+                "user": "www-data",
+                "group": "33",
+                "workingDirectory": "/var/www",
+                "eventHandlers": [{"name": "pre-start", "exec": ["/bin/start"]}],
+                "environment": [{"name": "NGINX_ENV", "value": "prod"}],
+                "mountPoints": [{"name": "cache", "path": "/var/cache/nginx", "readOnly": false}],
+                "ports": [{"name": "https", "protocol": "tcp", "port": 443, "count": 1}],
+                "isolators": [{"name": "resource/memory", "value": {"limit": "1G"}}]
+            },
+            "annotations": [
+                {"name": "authors", "value": "Sysadmin42"},
+                {"name": "created", "value": "2024-01-31T12:00:00.5+01:00"},
+                {"name": "homepage", "value": "https://example.com"}
+            ]
+        })
+    }
+
+    fn problems(f: &Fixture, m: &Value) -> Vec<String> {
+        match check_manifest(m, &f.tree) {
+            Ok(()) => Vec::new(),
+            Err(AciError::Manifest { problems }) => problems,
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+
+    /// Apply `edit` to the valid manifest: exactly one problem, containing `want`.
+    fn one_problem(f: &Fixture, edit: impl FnOnce(&mut Value), want: &str) {
+        let mut m = valid();
+        edit(&mut m);
+        let p = problems(f, &m);
+        assert_eq!(p.len(), 1, "expected one problem with {want:?}, got {p:#?}");
+        assert!(p[0].contains(want), "expected {want:?} in {:?}", p[0]);
+    }
+
+    #[test]
+    fn valid_manifest_passes() {
+        let f = fixture();
+        assert_eq!(problems(&f, &valid()), Vec::<String>::new());
+        // The sample's own manifest (nginx-prod), templated.
+        let sample = json!({
+            "acKind": "ImageManifest",
+            "acVersion": "0.8.11",
+            "name": "nginx-production-1.22.1-p1",
+            "labels": [{"name": "os", "value": "linux"}, {"name": "arch", "value": "amd64"}],
+            "app": {"exec": ["/usr/sbin/nginx", "-e", "stderr", "-g", "daemon off;"],
+                    "user": "0", "group": "0"}
+        });
+        assert_eq!(problems(&f, &sample), Vec::<String>::new());
+        // No app at all: a data image.
+        let mut m = valid();
+        m.as_object_mut().unwrap().remove("app");
+        assert_eq!(problems(&f, &m), Vec::<String>::new());
+    }
+
+    #[test]
+    fn each_invalid_case_has_its_message() {
+        let f = fixture();
+        one_problem(
+            &f,
+            |m| m["app"]["exec"] = json!([]),
+            "app.exec must not be empty",
+        );
+        one_problem(
+            &f,
+            |m| m["app"]["exec"] = json!(["nginx"]),
+            "app.exec[0] 'nginx' must be an absolute path",
+        );
+        one_problem(
+            &f,
+            |m| m["app"]["exec"] = json!(["/usr/bin/nginx"]),
+            "app.exec[0] '/usr/bin/nginx' is not in the image",
+        );
+        one_problem(
+            &f,
+            |m| m["app"]["exec"] = json!(["/lib/libfoo.so"]),
+            "app.exec[0] '/lib/libfoo.so' is not executable (mode 0644)",
+        );
+        one_problem(
+            &f,
+            |m| m["app"]["exec"] = json!(["/usr"]),
+            "app.exec[0] '/usr' is a directory",
+        );
+        one_problem(
+            &f,
+            |m| m["app"]["exec"] = json!(["/bin/pyscript"]),
+            "is a script for '/usr/bin/python3', which is not an executable in the image",
+        );
+        one_problem(
+            &f,
+            |m| m["name"] = json!("example.com//x"),
+            "name 'example.com//x' has \"//\"",
+        );
+        one_problem(
+            &f,
+            |m| m["name"] = json!("example.com/Nginx"),
+            "name 'example.com/Nginx' must be lowercase",
+        );
+        one_problem(
+            &f,
+            |m| m["name"] = json!("-nginx"),
+            "must start and end with a letter or digit",
+        );
+        one_problem(
+            &f,
+            |m| m["labels"][1]["value"] = json!("x86_64"),
+            "labels[1].value: arch 'x86_64' is not valid with os 'linux' (appc allows: amd64, i386, \
+             aarch64, aarch64_be, armv6l, armv7l, armv7b, ppc64, ppc64le, s390x); appc spells it 'amd64'",
+        );
+        one_problem(
+            &f,
+            |m| m["labels"][0]["value"] = json!("windows"),
+            "labels[0].value: os 'windows' is not one appc knows",
+        );
+        one_problem(
+            &f,
+            |m| m["labels"][2]["name"] = json!("os"),
+            "labels[2].name 'os' repeats labels[0].name: label names must be unique",
+        );
+        one_problem(
+            &f,
+            |m| m["labels"][2]["name"] = json!("name"),
+            "labels[2].name 'name' is not allowed",
+        );
+        one_problem(
+            &f,
+            |m| {
+                m["app"]["environment"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!({"name": "NGINX_ENV", "value": "dev"}))
+            },
+            "app.environment[1].name 'NGINX_ENV' repeats app.environment[0].name",
+        );
+        one_problem(
+            &f,
+            |m| m["app"]["environment"][0]["name"] = json!("NGINX-ENV"),
+            "app.environment[0].name 'NGINX-ENV' must be a C identifier",
+        );
+        one_problem(
+            &f,
+            |m| m["rootfsX"] = json!({}),
+            "rootfsX is not an appc field",
+        );
+        one_problem(
+            &f,
+            |m| m["app"]["enviroment"] = json!([]),
+            "app.enviroment is not an appc field",
+        );
+        one_problem(
+            &f,
+            |m| m["acKind"] = json!("PodManifest"),
+            "acKind 'PodManifest' must be \"ImageManifest\"",
+        );
+        one_problem(
+            &f,
+            |m| m["acVersion"] = json!("0.8"),
+            "acVersion '0.8' must be a semantic version",
+        );
+        one_problem(
+            &f,
+            |m| m["acVersion"] = json!("0.9.0"),
+            "acVersion '0.9.0' must be an appc 0.8 release",
+        );
+        one_problem(
+            &f,
+            |m| m["app"]["user"] = json!("nginx"),
+            "app.user 'nginx' is not in the image's /etc/passwd (it has: root, www-data)",
+        );
+        one_problem(
+            &f,
+            |m| m["app"]["group"] = json!(""),
+            "app.group must not be empty",
+        );
+        one_problem(
+            &f,
+            |m| {
+                m["app"].as_object_mut().unwrap().remove("user");
+            },
+            "app.user is missing",
+        );
+        one_problem(
+            &f,
+            |m| m["app"]["workingDirectory"] = json!("var/www"),
+            "app.workingDirectory 'var/www' must be an absolute path",
+        );
+        one_problem(
+            &f,
+            |m| m["app"]["workingDirectory"] = json!("/srv"),
+            "app.workingDirectory '/srv' is not in the image",
+        );
+        one_problem(
+            &f,
+            |m| m["app"]["eventHandlers"][0]["name"] = json!("post-start"),
+            "app.eventHandlers[0].name 'post-start' must be \"pre-start\" or \"post-stop\"",
+        );
+        one_problem(
+            &f,
+            |m| m["app"]["mountPoints"][0]["name"] = json!("nginx.cache"),
+            "app.mountPoints[0].name 'nginx.cache' contains '.', which an AC name does not allow",
+        );
+        one_problem(
+            &f,
+            |m| m["app"]["ports"][0]["port"] = json!(70000),
+            "app.ports[0].port 70000 must be between 1 and 65535",
+        );
+        one_problem(
+            &f,
+            |m| m["annotations"][1]["value"] = json!("yesterday"),
+            "annotations[1].value 'yesterday' must be an RFC 3339 date-time",
+        );
+        one_problem(
+            &f,
+            |m| m["annotations"][2]["name"] = json!("authors"),
+            "annotations[2].name 'authors' repeats annotations[0].name",
+        );
+        one_problem(
+            &f,
+            |m| {
+                m["labels"].as_array_mut().unwrap().remove(0);
+            },
+            "labels[0].value: arch 'amd64' is given without an os label",
+        );
+    }
+
+    #[test]
+    fn all_problems_come_at_once() {
+        let f = fixture();
+        let mut m = valid();
+        m["name"] = json!("Bad//Name");
+        m["app"]["exec"] = json!(["nginx"]);
+        m["extra"] = json!(1);
+        let p = problems(&f, &m);
+        assert_eq!(p.len(), 3, "{p:#?}");
+        let e = check_manifest(&m, &f.tree).unwrap_err().to_string();
+        assert!(
+            e.starts_with("the ACI manifest has 3 problems:\n  - "),
+            "{e}"
+        );
+        let m = json!(["not", "an", "object"]);
+        assert_eq!(
+            problems(&f, &m),
+            vec!["the manifest must be a JSON object, not an array"]
+        );
+    }
+
+    #[test]
+    fn dependencies_are_checked_and_relax_rootfs_checks() {
+        let f = fixture();
+        let mut m = valid();
+        // The program may come from the dependency.
+        m["app"]["exec"] = json!(["/usr/bin/from-base"]);
+        m["dependencies"] = json!([{
+            "imageName": "example.com/base",
+            "imageID": format!("sha512-{}", "0".repeat(128)),
+            "labels": [{"name": "arch", "value": "amd64"}],
+            "size": 1024
+        }]);
+        assert_eq!(problems(&f, &m), Vec::<String>::new());
+        m["dependencies"][0]["imageID"] = json!("sha512-abc");
+        m["dependencies"][0]["imageName"] = json!("example.com//base");
+        let p = problems(&f, &m);
+        assert_eq!(p.len(), 2, "{p:#?}");
+        assert!(p[0].starts_with("dependencies[0].imageName 'example.com//base'"));
+        assert!(p[1].starts_with("dependencies[0].imageID 'sha512-abc' must be an image ID"));
+    }
+
+    #[test]
+    fn identifiers_follow_the_spec_regex() {
+        for ok in [
+            "database",
+            "example.com/database",
+            "example.com/user~1/app_v1",
+            "sub-domain.example.com/org/product/release",
+            "a",
+            "0",
+        ] {
+            assert_eq!(ac_problem(ok, "-._~/"), None, "{ok}");
+        }
+        // The spec lists "example.com/~user/app_v1" as an example, yet its own regex
+        // (which this follows, and which rules out "//") refuses "/~".
+        for bad in [
+            "example.com/~user/app_v1",
+            "",
+            "a//b",
+            "a.-b",
+            "a/",
+            "/a",
+            "a b",
+            "A",
+            "a__b",
+            "é",
+        ] {
+            assert!(ac_problem(bad, "-._~/").is_some(), "{bad}");
+        }
+        assert_eq!(ac_problem("product-database", "-"), None);
+        assert!(ac_problem("a.b", "-").is_some());
+        assert!(ac_problem("a--b", "-").is_some());
+    }
+
+    #[test]
+    fn semver_and_dates() {
+        assert_eq!(semver("0.8.11"), Some((0, 8, 11)));
+        assert_eq!(semver("0.8.11+git"), Some((0, 8, 11)));
+        assert_eq!(semver("1.0.0-rc.1"), Some((1, 0, 0)));
+        for bad in ["0.8", "08.1.1", "0.8.1-", "0.8.1-01", "v0.8.1", "0.8.1.2"] {
+            assert_eq!(semver(bad), None, "{bad}");
+        }
+        assert!(rfc3339("2014-10-27T19:32:27.67021798Z"));
+        assert!(rfc3339("2015-05-18T13:49:28-04:00"));
+        for bad in [
+            "2014-10-27",
+            "2014-13-27T19:32:27Z",
+            "2014-10-27 19:32:27Z",
+            "2014-10-27T19:32:27",
+        ] {
+            assert!(!rfc3339(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn compression_names() {
+        assert_eq!(AciCompression::parse("xz").unwrap(), AciCompression::Xz);
+        assert_eq!(
+            "gzip".parse::<AciCompression>().unwrap(),
+            AciCompression::Gzip
+        );
+        let e = AciCompression::parse("zstd").unwrap_err().to_string();
+        assert!(e.contains("cannot be compressed with 'zstd'"), "{e}");
+        assert!(e.contains("use compression: gzip, xz or none"), "{e}");
+    }
+
+    fn decompress(bytes: &[u8], c: AciCompression) -> Vec<u8> {
+        let mut out = Vec::new();
+        match c {
+            AciCompression::None => out.extend_from_slice(bytes),
+            AciCompression::Gzip => {
+                flate2::read::GzDecoder::new(bytes)
+                    .read_to_end(&mut out)
+                    .unwrap();
+            }
+            AciCompression::Xz => {
+                liblzma::read::XzDecoder::new(bytes)
+                    .read_to_end(&mut out)
+                    .unwrap();
+            }
+        }
+        out
+    }
+
+    fn listing(tar_bytes: &[u8]) -> Vec<String> {
+        let mut a = ::tar::Archive::new(tar_bytes);
+        a.entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                String::from_utf8(e.path_bytes().into_owned()).unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn writes_are_deterministic_and_well_formed() {
+        let f = fixture();
+        let manifest = serde_json::to_vec_pretty(&valid()).unwrap();
+        for c in [
+            AciCompression::None,
+            AciCompression::Gzip,
+            AciCompression::Xz,
+        ] {
+            let a = f.dir.join(format!("a-{c}.aci"));
+            let b = f.dir.join(format!("b-{c}.aci"));
+            let id_a = write_aci(&manifest, &f.tree, &a, c).unwrap();
+            let id_b = write_aci(&manifest, &f.tree, &b, c).unwrap();
+            assert_eq!(id_a, id_b, "{c}");
+            let (bytes_a, bytes_b) = (fs::read(&a).unwrap(), fs::read(&b).unwrap());
+            assert!(bytes_a == bytes_b, "{c}: two writes differ");
+
+            let tar_bytes = decompress(&bytes_a, c);
+            let want = format!("sha512-{}", Hash::of(HashAlgo::Sha512, &tar_bytes).to_hex());
+            assert_eq!(id_a, want, "{c}");
+            assert_eq!(image_id(&a).unwrap(), want, "{c}");
+
+            let names = listing(&tar_bytes);
+            assert_eq!(names[0], "manifest");
+            assert_eq!(names[1].trim_end_matches('/'), "rootfs");
+            assert!(
+                names[2..].iter().all(|n| n.starts_with("rootfs/")),
+                "{names:?}"
+            );
+            assert_eq!(names.len(), 2 + f.tree.nodes.len());
+            assert!(
+                names.contains(&"rootfs/usr/sbin/nginx".to_string()),
+                "{names:?}"
+            );
+
+            let mut ar = ::tar::Archive::new(&tar_bytes[..]);
+            let mut first = ar.entries().unwrap().next().unwrap().unwrap();
+            assert_eq!(first.header().entry_type(), ::tar::EntryType::Regular);
+            assert_eq!(first.header().mode().unwrap(), 0o644);
+            let mut body = Vec::new();
+            first.read_to_end(&mut body).unwrap();
+            assert_eq!(body, manifest);
+        }
+        // Only the finished files: no temporaries left behind.
+        let mut left: Vec<_> = fs::read_dir(&f.dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".aci") || n.contains(".tmp-"))
+            .collect();
+        left.sort();
+        assert_eq!(left.len(), 6, "{left:?}");
+        // The ID does not depend on the compression.
+        let ids: Vec<_> = left
+            .iter()
+            .map(|n| image_id(&f.dir.join(n)).unwrap())
+            .collect();
+        assert!(ids.windows(2).all(|w| w[0] == w[1]));
+    }
+
+    #[test]
+    fn invalid_manifest_writes_nothing() {
+        let f = fixture();
+        let dest = f.dir.join("bad.aci");
+        let mut m = valid();
+        m["app"]["exec"] = json!([]);
+        let e = write_aci(
+            &serde_json::to_vec(&m).unwrap(),
+            &f.tree,
+            &dest,
+            AciCompression::Gzip,
+        )
+        .unwrap_err();
+        assert!(matches!(e, AciError::Manifest { .. }), "{e}");
+        let e = write_aci(b"{not json", &f.tree, &dest, AciCompression::Gzip).unwrap_err();
+        assert!(matches!(e, AciError::Json(_)), "{e}");
+        assert!(!dest.exists());
+    }
+
+    fn actool() -> Option<PathBuf> {
+        let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/tools/actool");
+        if built.is_file() {
+            return Some(built);
+        }
+        std::env::var_os("PATH").and_then(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("actool"))
+                .find(|p| p.is_file())
+        })
+    }
+
+    #[test]
+    fn actool_validates_written_images() {
+        let Some(actool) = actool() else {
+            println!("SKIPPED: actool not built (scripts/image-tools.sh builds it)");
+            return;
+        };
+        let f = fixture();
+        let manifest = serde_json::to_vec_pretty(&valid()).unwrap();
+        for c in [AciCompression::Gzip, AciCompression::Xz] {
+            let dest = f.dir.join(format!("img-{c}.aci"));
+            write_aci(&manifest, &f.tree, &dest, c).unwrap();
+            let out = Command::new(&actool)
+                .args(["--debug", "validate"])
+                .arg(&dest)
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                out.status.success(),
+                "actool rejected the {c} ACI: {stderr}"
+            );
+            assert!(
+                stderr.contains("valid app container image"),
+                "{c}: {stderr}"
+            );
+        }
+    }
+}
