@@ -139,7 +139,7 @@ impl Realiser<'_> {
         }
         let tmp = self.store.temp_tree()?;
         let scratch = self.store.temp_tree()?;
-        crate::image::build::build_image(self.store, drv, tmp.path(), scratch.path())
+        let summary = crate::image::build::build_image(self.store, drv, tmp.path(), scratch.path())
             .map_err(|e| failed(e.to_string()))?;
         if check {
             return Ok(Built::Checked(vec![compare(self, out, tmp.path())?]));
@@ -155,7 +155,13 @@ impl Realiser<'_> {
             ca: None,
         };
         self.store.add_built_tree(tmp.path(), info, &lock)?;
-        Ok(Built::Registered)
+        Ok(match summary.merged {
+            0 => Built::Registered,
+            n => Built::Noted(format!(
+                "{} layers after merging the smallest neighbours {n} time(s) to stay within max-layers (no file dropped)",
+                summary.layers
+            )),
+        })
     }
 
     fn env_path(

@@ -147,6 +147,8 @@ pub struct Report {
     /// or buildit was interrupted.
     pub cancelled: Vec<StorePath>,
     pub checked: Vec<CheckedOutput>,
+    /// (step name, note) for steps that succeeded with something to say.
+    pub notes: Vec<(String, String)>,
     /// [`INTERRUPTED`] was set: running builds were cancelled, nothing more started.
     pub interrupted: bool,
 }

@@ -29,6 +29,8 @@ const LOG_TAIL: usize = 25;
 /// check, the NAR hash of the rebuilt tree).
 pub enum Built {
     Registered,
+    /// Registered, with something the user should know (e.g. layers merged).
+    Noted(String),
     Checked(Vec<(StorePath, Hash, Hash)>),
 }
 

@@ -142,7 +142,10 @@ impl Realiser<'_> {
             running.remove(&n);
             let step = &steps[&n];
             match result {
-                Ok(Built::Registered) => {
+                Ok(built @ (Built::Registered | Built::Noted(_))) => {
+                    if let Built::Noted(note) = built {
+                        report.notes.push((step.name.clone(), note));
+                    }
                     report.built.push(step.drv_path.clone());
                     for user in graph.neighbors_directed(n, Direction::Outgoing) {
                         if let Some(c) = waiting.get_mut(&user) {

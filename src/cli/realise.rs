@@ -356,6 +356,9 @@ fn summarise(report: &Report, keep_going: bool) -> CliResult<()> {
     for s in &report.skipped {
         writeln!(err, "not built: {s} ({why})")?;
     }
+    for (name, note) in &report.notes {
+        writeln!(err, "note: {name}: {note}")?;
+    }
     let mut parts = vec![format!("{} built", report.built.len())];
     parts.push(format!("{} already valid", report.already_valid));
     if !report.checked.is_empty() {
