@@ -10,6 +10,9 @@ need_cargo
 apt_install gcc libc6-dev nix-bin util-linux python3 openssl dpkg apt
 # Builds from upstream source get their tarballs with `apt-get source`.
 need_deb_src
+# The independent tools that check images: umoci, oci-image-tool, skopeo, podman,
+# runc, a registry, diffoscope, and appc's actool (built from Debian's Go sources).
+scripts/image-tools.sh
 
 cargo test --workspace --locked
 

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod build;
+pub mod images;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
