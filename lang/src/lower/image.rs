@@ -17,6 +17,12 @@ use crate::yaml::SpecError;
 
 pub const IMAGE: &str = "builtin:image";
 
+/// How `builtin:image` writes bytes (tar layout, compressors and their levels). It
+/// is part of every image derivation, so that a buildit that writes different bytes
+/// for the same inputs makes different paths instead of disagreeing with a cache.
+/// Change it whenever the bytes of an image would change.
+pub const IMAGE_WRITER: &str = "buildit-image-1 (gnu tar mtime 1; gzip zlib-rs 6; zstd 3; xz 6)";
+
 /// Layers an OCI image may have before the smallest neighbours are merged (Docker
 /// refuses more than 125).
 pub const DEFAULT_MAX_LAYERS: usize = 100;
@@ -344,6 +350,7 @@ pub fn lower_images(
         env.insert("builder".to_string(), IMAGE.to_string());
         env.insert("system".to_string(), BUILTIN_SYSTEM.to_string());
         env.insert("format".to_string(), format.to_string());
+        env.insert("writer".to_string(), IMAGE_WRITER.to_string());
         env.insert("title".to_string(), title.clone());
         env.insert("base".to_string(), base.clone());
         env.insert("syncs".to_string(), sync_json.clone());
