@@ -41,5 +41,7 @@ mkdir -p "$work/sources"
 ls "$work/sources"/nginx_1.22.1.orig.tar.gz
 $bi "$work/nginx-prod" --source-dir "$work/sources" -j2 -o "$work/nginx"
 "$work/nginx/usr/sbin/nginx" -V
+$bi image inspect "$work/nginx-oci"
+$bi image inspect "$work/nginx-aci"
 $bi realise --check "$drv"
 $bi store verify --check-contents
