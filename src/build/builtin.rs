@@ -155,13 +155,17 @@ impl Realiser<'_> {
             ca: None,
         };
         self.store.add_built_tree(tmp.path(), info, &lock)?;
-        Ok(match summary.merged {
-            0 => Built::Registered,
-            n => Built::Noted(format!(
-                "{} layers after merging the smallest neighbours {n} time(s) to stay within max-layers (no file dropped)",
+        let id = match drv.env.get("format").map(String::as_str) {
+            Some("aci") => format!("image ID {}", summary.id),
+            _ => format!("manifest {}", summary.id),
+        };
+        Ok(Built::Noted(match summary.merged {
+            0 => id,
+            n => format!(
+                "{id}; {} layers after merging the smallest neighbours {n} time(s) to stay within max-layers (no file dropped)",
                 summary.layers
-            )),
-        })
+            ),
+        }))
     }
 
     fn env_path(

@@ -379,3 +379,92 @@ fn read_full(f: &mut fs::File, buf: &mut [u8]) -> io::Result<usize> {
     }
     Ok(n)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(root: &Path, rel: &str, body: &str) {
+        let p = root.join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, body).unwrap();
+    }
+
+    #[test]
+    fn packages_share_dirs_and_same_files_but_conflicts_name_both() {
+        let t = tempfile::tempdir().unwrap();
+        let (a, b, c) = (t.path().join("a"), t.path().join("b"), t.path().join("c"));
+        put(&a, "usr/lib/x/libq.so", "q");
+        put(&a, "etc/shared", "same");
+        put(&b, "usr/lib/x/libr.so", "r");
+        put(&b, "etc/shared", "same");
+        put(&c, "etc/shared", "other");
+        let mut tree = ImageTree::new();
+        tree.add_tree("pkg-a-1", &a).unwrap();
+        tree.add_tree("pkg-b-1", &b).unwrap();
+        assert!(tree.nodes.contains_key(Path::new("usr/lib/x/libq.so")));
+        assert!(tree.nodes.contains_key(Path::new("usr/lib/x/libr.so")));
+        let e = tree.add_tree("pkg-c-1", &c).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "/etc/shared is provided by both pkg-a-1 and pkg-c-1, with different contents"
+        );
+    }
+
+    #[test]
+    fn a_synced_file_replaces_a_packages_and_gets_its_mode_and_owner() {
+        let t = tempfile::tempdir().unwrap();
+        let (pkg, conf) = (t.path().join("pkg"), t.path().join("nginx.conf"));
+        put(&pkg, "etc/nginx/nginx.conf", "default");
+        fs::write(&conf, "mine").unwrap();
+        let mut tree = ImageTree::new();
+        tree.add_tree("nginx-1", &pkg).unwrap();
+        tree.add_sync(&conf, "/etc/nginx/nginx.conf", Some(0o640), (0, 33), true)
+            .unwrap();
+        let n = &tree.nodes[Path::new("etc/nginx/nginx.conf")];
+        assert_eq!((n.mode, n.uid, n.gid), (0o640, 0, 33));
+        assert_eq!(tree.providers[n.provider], "sync");
+        assert!(matches!(&n.kind, Kind::File { src, .. } if src == &conf));
+        // New parents are made; `..` is refused.
+        tree.add_sync(&conf, "/srv/www/conf", None, (0, 0), true)
+            .unwrap();
+        assert_eq!(tree.nodes[Path::new("srv/www")].kind, Kind::Dir);
+        assert!(tree
+            .add_sync(&conf, "/srv/../etc/x", None, (0, 0), true)
+            .is_err());
+        assert!(tree
+            .add_sync(&conf, "relative", None, (0, 0), true)
+            .is_err());
+    }
+
+    #[test]
+    fn resolve_follows_links_inside_the_image() {
+        let mut tree = ImageTree::new();
+        tree.add_base(
+            "lib64",
+            Kind::Symlink {
+                target: "usr/lib64".into(),
+            },
+            0o777,
+        );
+        tree.add_base(
+            "usr/lib64/ld.so",
+            Kind::Symlink {
+                target: "/usr/lib/x/ld.so".into(),
+            },
+            0o777,
+        );
+        tree.add_base(
+            "usr/lib/x/ld.so",
+            Kind::File {
+                src: "/dev/null".into(),
+                size: 0,
+            },
+            0o755,
+        );
+        let (p, n) = tree.resolve("/lib64/ld.so").unwrap();
+        assert_eq!(p, Path::new("usr/lib/x/ld.so"));
+        assert_eq!(n.mode, 0o755);
+        assert!(tree.resolve("/lib64/missing").is_none());
+    }
+}
