@@ -303,6 +303,16 @@ fn find_in_dir(dir: &Path, name: &str) -> Vec<PathBuf> {
     found
 }
 
+/// How long a download may stall before it fails: `$BUILDIT_HTTP_TIMEOUT` seconds,
+/// else 60. A cache or mirror that hangs then fails over to the next one.
+pub fn read_timeout() -> Duration {
+    std::env::var("BUILDIT_HTTP_TIMEOUT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_secs(60))
+}
+
 /// The environment variable naming a PEM bundle of trusted TLS roots, as curl,
 /// OpenSSL and git read it.
 pub const SSL_CERT_FILE: &str = "SSL_CERT_FILE";
@@ -317,7 +327,7 @@ fn agent() -> Result<&'static (ureq::Agent, String), String> {
         .get_or_init(|| {
             let mut config = ureq::Agent::config_builder()
                 .timeout_connect(Some(Duration::from_secs(20)))
-                .timeout_per_read(Some(Duration::from_secs(60)));
+                .timeout_per_read(Some(read_timeout()));
             let trusted = match std::env::var_os(SSL_CERT_FILE).filter(|f| !f.is_empty()) {
                 Some(file) => {
                     let file = Path::new(&file);
@@ -406,6 +416,15 @@ fn http_get_sized(url: &str) -> Result<(impl Read, Option<u64>), String> {
         resp.into_body().into_with_config().limit(u64::MAX).reader(),
         total,
     ))
+}
+
+/// GET `url`: the body, or `None` for 404/410 (a binary cache's "not here").
+pub fn http_get_optional(url: &str) -> Result<Option<Box<dyn Read + Send>>, String> {
+    match http_get_sized(url) {
+        Ok((body, _)) => Ok(Some(Box::new(body))),
+        Err(e) if e == "http status: 404" || e == "http status: 410" => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Copy into `dest` while hashing with the expected hash's algorithm.

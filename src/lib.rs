@@ -4,6 +4,7 @@
 //! `buildit-store` and `buildit-lang` crates.
 
 pub mod build;
+pub mod cache;
 pub mod cli;
 pub mod debian;
 pub mod fetch;

@@ -18,6 +18,8 @@ pub enum StepKind {
     Check,
     /// Writing an image (`builtin:image`).
     Image,
+    /// Downloading a path from a binary cache.
+    Substitute,
 }
 
 impl StepKind {
@@ -29,6 +31,7 @@ impl StepKind {
             StepKind::Build => "Building",
             StepKind::Check => "Checking",
             StepKind::Image => "Packaging",
+            StepKind::Substitute => "Downloading",
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod outputs;
 mod sandboxed;
 pub use sandboxed::MERGED_USR;
 mod scheduler;
+mod substitute;
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -88,6 +89,8 @@ pub struct Options {
     pub keep_failed: bool,
     /// Rebuild the targets (whose outputs are valid) and compare NAR hashes.
     pub check: bool,
+    /// Take missing outputs from the binary caches when they have them.
+    pub substitute: bool,
 }
 
 impl Default for Options {
@@ -101,6 +104,7 @@ impl Default for Options {
             max_silent_time: None,
             keep_failed: false,
             check: false,
+            substitute: true,
         }
     }
 }
@@ -147,6 +151,10 @@ pub struct Report {
     /// or buildit was interrupted.
     pub cancelled: Vec<StorePath>,
     pub checked: Vec<CheckedOutput>,
+    /// Paths downloaded from binary caches.
+    pub substituted: Vec<StorePath>,
+    /// Why paths the caches were asked about were not taken from them.
+    pub not_substituted: Vec<String>,
     /// (step name, note) for steps that succeeded with something to say.
     pub notes: Vec<(String, String)>,
     /// [`INTERRUPTED`] was set: running builds were cancelled, nothing more started.
@@ -165,6 +173,8 @@ impl Report {
 pub struct Realiser<'a> {
     pub store: &'a LocalStore,
     pub fetcher: &'a Fetcher,
+    /// Binary caches to substitute from, lowest priority number first.
+    pub caches: &'a [crate::cache::BinaryCache],
     pub options: Options,
     pub progress: &'a dyn Progress,
 }

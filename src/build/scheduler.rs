@@ -15,6 +15,7 @@ use petgraph::Direction;
 
 use super::events::{Event, StepKind};
 use super::sandboxed::Built;
+use super::substitute::Substituter;
 use super::{display_name, BuildError, CheckedOutput, Failure, Realiser, Report, INTERRUPTED};
 
 struct Step {
@@ -57,22 +58,44 @@ impl Realiser<'_> {
 
         let target_nodes: BTreeSet<NodeIndex> = targets.iter().map(|t| index[t]).collect();
         let mut report = Report::default();
-        let mut steps: BTreeMap<NodeIndex, Step> = BTreeMap::new();
-        for (&n, d) in &drvs {
-            let valid = self.outputs_valid(d)?;
-            let kind = if valid && self.options.check && target_nodes.contains(&n) {
-                StepKind::Check
-            } else if valid {
+        for d in drvs.values() {
+            if self.outputs_valid(d)? {
                 report.already_valid += 1;
-                continue;
-            } else {
-                match d.builder.as_str() {
-                    FETCHURL => StepKind::Fetch,
-                    UNPACK_DEB | BUILDROOT => StepKind::Builtin,
-                    IMAGE => StepKind::Image,
-                    _ => StepKind::Build,
+            }
+        }
+
+        // Substitute what the caches have, then build the rest. A path that fails
+        // to download is forgotten and the plan made again: its derivation is then
+        // built (and so are its inputs, which may in turn come from a cache).
+        let no_caches: &[crate::cache::BinaryCache] = &[];
+        let subst = Substituter::new(if self.options.substitute {
+            self.caches
+        } else {
+            no_caches
+        });
+        let mut missing = Vec::new();
+        for d in drvs.values() {
+            for o in d.outputs.values().filter_map(|o| o.path()) {
+                if !self.store.is_valid(o)? {
+                    missing.push(o.clone());
                 }
-            };
+            }
+        }
+        subst.prefetch(&missing, 16);
+        let decisions = loop {
+            let (decisions, downloads) = self.decide(&graph, &drvs, &target_nodes, &subst)?;
+            if self.download(&downloads, &subst, &mut report)? {
+                break decisions;
+            }
+        };
+        report.not_substituted = subst
+            .reasons
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut steps: BTreeMap<NodeIndex, Step> = BTreeMap::new();
+        for (n, kind) in decisions {
+            let d = &drvs[&n];
             let drv_path = graph[n].clone();
             steps.insert(
                 n,
@@ -201,6 +224,117 @@ impl Realiser<'_> {
         skipped.sort();
         report.skipped = skipped;
         Ok(report)
+    }
+
+    /// Walk down from the targets: a derivation whose outputs are valid needs
+    /// nothing; one whose missing outputs (and what they reference) the caches have
+    /// is downloaded, and its inputs are not needed; the rest is built, and its
+    /// inputs are needed in turn.
+    #[allow(clippy::type_complexity)]
+    fn decide(
+        &self,
+        graph: &DiGraph<StorePath, ()>,
+        drvs: &BTreeMap<NodeIndex, Derivation>,
+        targets: &BTreeSet<NodeIndex>,
+        subst: &Substituter<'_>,
+    ) -> Result<
+        (
+            BTreeMap<NodeIndex, StepKind>,
+            Vec<(StorePath, (usize, buildit_store::narinfo::NarInfo))>,
+        ),
+        BuildError,
+    > {
+        let mut decisions = BTreeMap::new();
+        let mut downloads = Vec::new();
+        let mut planned: BTreeSet<StorePath> = BTreeSet::new();
+        let mut seen = BTreeSet::new();
+        let mut stack: Vec<NodeIndex> = targets.iter().copied().collect();
+        while let Some(n) = stack.pop() {
+            if !seen.insert(n) {
+                continue;
+            }
+            let d = &drvs[&n];
+            let mut invalid = Vec::new();
+            for o in d.outputs.values() {
+                match o.path() {
+                    Some(p) if self.store.is_valid(p)? => {}
+                    Some(p) => invalid.push(p.clone()),
+                    None => {
+                        return Err(BuildError::Invalid(format!(
+                            "{}: an output has no path",
+                            graph[n]
+                        )))
+                    }
+                }
+            }
+            let inputs = || graph.neighbors_directed(n, Direction::Incoming);
+            if invalid.is_empty() {
+                if self.options.check && targets.contains(&n) {
+                    decisions.insert(n, StepKind::Check);
+                    stack.extend(inputs());
+                }
+                continue;
+            }
+            if let Some(plan) = subst.plan(self.store, &invalid) {
+                for (p, src) in plan {
+                    if planned.insert(p.clone()) {
+                        downloads.push((p, src));
+                    }
+                }
+                continue;
+            }
+            let kind = match d.builder.as_str() {
+                FETCHURL => StepKind::Fetch,
+                UNPACK_DEB | BUILDROOT => StepKind::Builtin,
+                IMAGE => StepKind::Image,
+                _ => StepKind::Build,
+            };
+            decisions.insert(n, kind);
+            stack.extend(inputs());
+        }
+        Ok((decisions, downloads))
+    }
+
+    /// Download `paths` in order; false when one failed (it is forgotten, so the
+    /// next plan builds it instead).
+    fn download(
+        &self,
+        paths: &[(StorePath, (usize, buildit_store::narinfo::NarInfo))],
+        subst: &Substituter<'_>,
+        report: &mut Report,
+    ) -> Result<bool, BuildError> {
+        for (path, (cache, info)) in paths {
+            if self.store.is_valid(path)? {
+                continue;
+            }
+            let start = Instant::now();
+            let name = path.name().to_string();
+            self.progress.event(Event::Started {
+                drv: path,
+                name: &name,
+                kind: StepKind::Substitute,
+            });
+            let result = subst.caches[*cache].substitute(self.store, info);
+            let why = result.as_ref().err().map(|e| e.to_string());
+            self.progress.event(Event::Finished {
+                drv: path,
+                name: &name,
+                kind: StepKind::Substitute,
+                elapsed: start.elapsed(),
+                result: match &why {
+                    Some(w) => Err(w),
+                    None => Ok(()),
+                },
+            });
+            match result {
+                Ok(_) => report.substituted.push(path.clone()),
+                Err(e) => {
+                    subst.forget(path, format!("{path}: {e}; building it instead"));
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
     }
 
     fn outputs_valid(&self, d: &Derivation) -> Result<bool, BuildError> {

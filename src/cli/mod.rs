@@ -8,6 +8,7 @@ mod lock;
 mod log;
 mod output;
 mod progress;
+mod push;
 mod realise;
 mod show_derivation;
 mod store;
@@ -55,6 +56,9 @@ enum Command {
     Log(log::Args),
     /// Look into images buildit wrote.
     Image(image::Args),
+    /// Upload store paths (or a spec's derivations, packages, sources and images)
+    /// to a binary cache, signed.
+    Push(push::Args),
 }
 
 /// `buildit DIR` is `buildit build DIR`, as in the design card: insert `build`
@@ -112,6 +116,7 @@ pub fn main() -> ExitCode {
         Command::Build(args) => realise::exec_build(&global, args),
         Command::Log(args) => log::exec(&global, args),
         Command::Image(args) => image::exec(&global, args),
+        Command::Push(args) => push::exec(&global, args),
     };
     output::finish(result)
 }

@@ -35,6 +35,10 @@ pub enum CliError {
     Build(#[from] crate::build::BuildError),
 
     #[error(transparent)]
+    #[diagnostic(code(buildit::cache))]
+    Cache(#[from] crate::cache::CacheError),
+
+    #[error(transparent)]
     #[diagnostic(transparent)]
     BuildRoot(#[from] crate::ops::debian::BuildRootError),
 

@@ -299,7 +299,7 @@ fn header_style() -> ProgressStyle {
 
 /// One finished step, its status right-aligned so `]` is in column
 /// [`STATUS_END`]; a head too long for that gets a single space instead.
-fn step_line(verb: &str, name: &str, ok: bool, elapsed: Option<Duration>) -> String {
+pub(crate) fn step_line(verb: &str, name: &str, ok: bool, elapsed: Option<Duration>) -> String {
     let head = format!("{verb} {name}...");
     let status = if ok { "[OK]" } else { "[FAILED]" };
     let used = head.chars().count() + status.len();

@@ -12,6 +12,8 @@ use buildit_store::{LocalStore, StorePath};
 use super::progress::{Reporter, ReporterOptions};
 use super::{CliError, CliResult, Global};
 use crate::build::{Options, Report};
+use crate::cache::BinaryCache;
+use crate::ops::cache as cache_ops;
 use crate::ops::debian::FetchOptions;
 use crate::ops::realise::{link_results, outputs, realise, SourceOptions};
 use crate::ops::spec;
@@ -56,9 +58,72 @@ pub struct BuildArgs {
     /// Leave no link (and so no GC root).
     #[arg(long)]
     no_link: bool,
+    /// Also take missing paths from this binary cache (repeatable): file://,
+    /// http(s)://, s3://, ssh://, oci://.
+    #[arg(long = "cache", value_name = "URL")]
+    caches: Vec<String>,
+    /// A public key (`name:base64`) trusted for the `--cache` caches (repeatable).
+    #[arg(long = "trusted-public-key", value_name = "KEY")]
+    trusted_keys: Vec<String>,
+    /// Build everything here: take nothing from binary caches.
+    #[arg(long)]
+    no_substitute: bool,
+    /// `LOCATION[,LOCATION…][,push=True]`: caches found the appc way (or URLs), and
+    /// whether to push to the repository after a successful build.
+    #[arg(long, value_name = "LOCATIONS")]
+    discover: Option<String>,
+    /// After a successful build, push to the configuration's `repository`.
+    #[arg(long)]
+    push: bool,
+    /// The key that signs what is pushed (default: the config's `secret-key-file`).
+    #[arg(long, value_name = "FILE")]
+    secret_key_file: Option<PathBuf>,
 }
 
 impl BuildArgs {
+    /// The caches to substitute from: the config's, `--cache`, `--discover`.
+    fn caches(&self, config: Option<&Config>) -> CliResult<Vec<BinaryCache>> {
+        if self.no_substitute {
+            return Ok(Vec::new());
+        }
+        let mut specs = cache_ops::configured(config);
+        let keys = self
+            .trusted_keys
+            .iter()
+            .map(|k| {
+                k.parse()
+                    .map_err(|e| CliError::usage(format!("--trusted-public-key {k}: {e}"), None))
+            })
+            .collect::<CliResult<Vec<_>>>()?;
+        for url in &self.caches {
+            specs.push(cache_ops::CacheSpec {
+                url: url.clone(),
+                priority: cache_ops::CLI_PRIORITY,
+                keys: keys.clone(),
+            });
+        }
+        if let Some(d) = &self.discover {
+            for loc in cache_ops::parse_discover(d).0 {
+                let mut spec = cache_ops::discover(&loc)?;
+                spec.keys.extend(keys.iter().cloned());
+                specs.push(spec);
+            }
+        }
+        if self.offline {
+            // No network: only caches on this machine.
+            specs.retain(|s| s.url.starts_with("file://"));
+        }
+        Ok(cache_ops::open_all(&specs)?)
+    }
+
+    fn wants_push(&self) -> bool {
+        self.push
+            || self
+                .discover
+                .as_deref()
+                .is_some_and(|d| cache_ops::parse_discover(d).1)
+    }
+
     fn options(&self, check: bool) -> Options {
         let mut o = Options {
             jobs: self.jobs.max(1),
@@ -67,6 +132,7 @@ impl BuildArgs {
             max_silent_time: self.max_silent_time.map(Duration::from_secs),
             keep_failed: self.keep_failed,
             check,
+            substitute: !self.no_substitute,
             ..Default::default()
         };
         if let Some(c) = self.cores {
@@ -164,7 +230,15 @@ pub fn exec_realise(global: &Global, args: RealiseArgs) -> CliResult<()> {
             show: String::new(),
         })
         .collect();
-    run(&store, &targets, &args.build, args.check, config.as_ref())
+    let caches = args.build.caches(config.as_ref())?;
+    run(
+        &store,
+        &targets,
+        &args.build,
+        args.check,
+        config.as_ref(),
+        &caches,
+    )
 }
 
 pub fn exec_build(global: &Global, args: BuildDirArgs) -> CliResult<()> {
@@ -180,6 +254,7 @@ pub fn exec_build(global: &Global, args: BuildDirArgs) -> CliResult<()> {
         _ => loaded.dir.display().to_string(),
     };
     writeln!(err, "Building {title}")?;
+    let caches = args.build.caches(loaded.config.as_ref())?;
     let platform = format!(
         "{}/{}",
         var("os").unwrap_or_else(|| "linux".into()),
@@ -198,8 +273,12 @@ pub fn exec_build(global: &Global, args: BuildDirArgs) -> CliResult<()> {
         )?;
         if store.is_valid(&p.out)? {
             writeln!(err, "    Found {} in the local store.", p.out.hash_part())?;
+        } else if let Some(c) = caches
+            .iter()
+            .find(|c| matches!(c.trusted_narinfo(&p.out), Ok(Some(_))))
+        {
+            writeln!(err, "    Found {} in {}.", p.out.hash_part(), c.url())?;
         } else {
-            // No binary caches yet: the local store is the only known location.
             writeln!(
                 err,
                 "    Can't find {} in any known location...\n    Defaulting to local build...",
@@ -250,7 +329,40 @@ pub fn exec_build(global: &Global, args: BuildDirArgs) -> CliResult<()> {
             show: show.to_string(),
         });
     }
-    run(&store, &targets, &args.build, false, loaded.config.as_ref())
+    run(
+        &store,
+        &targets,
+        &args.build,
+        false,
+        loaded.config.as_ref(),
+        &caches,
+    )?;
+    if args.build.wants_push() {
+        let config = loaded.config.as_ref();
+        let (name, url) = cache_ops::upload_target(config).ok_or_else(|| {
+            CliError::usage(
+                "pushing needs a repository to upload to",
+                Some("add `repository:` with `upload-type` and `upload-path` to .buildit-config.yaml"),
+            )
+        })?;
+        let key = cache_ops::secret_key(args.build.secret_key_file.as_deref(), config)?;
+        let mut drvs: Vec<StorePath> = plan.packages.iter().map(|p| p.drv.clone()).collect();
+        drvs.extend(plan.images.iter().map(|i| i.drv.clone()));
+        let paths = cache_ops::spec_paths(&store, &drvs)?;
+        let cache = BinaryCache::new(crate::cache::open(&url)?, 0, Default::default());
+        let start = std::time::Instant::now();
+        let pushed = cache.push(&store, &paths, &key, &|_| {});
+        let line = super::progress::step_line(
+            "Uploading",
+            &format!("packages to '{name}'"),
+            pushed.is_ok(),
+            Some(start.elapsed()),
+        );
+        eprintln!("{line}");
+        let pushed = pushed?;
+        eprintln!("{} paths uploaded to {url}", pushed.len());
+    }
+    Ok(())
 }
 
 /// What to realise, and how to show it.
@@ -279,6 +391,7 @@ fn run(
     args: &BuildArgs,
     check: bool,
     config: Option<&Config>,
+    caches: &[BinaryCache],
 ) -> CliResult<()> {
     let fetcher = args.sources().fetcher(config);
     on_interrupt_cancel_builds();
@@ -287,7 +400,14 @@ fn run(
         quiet: false,
     });
     let drvs: Vec<StorePath> = targets.iter().map(|t| t.drv.clone()).collect();
-    let report = realise(store, &drvs, &args.options(check), &fetcher, &reporter);
+    let report = realise(
+        store,
+        &drvs,
+        &args.options(check),
+        &fetcher,
+        caches,
+        &reporter,
+    );
     reporter.finish();
     let report = report?;
     summarise(&report, args.keep_going)?;
@@ -359,7 +479,13 @@ fn summarise(report: &Report, keep_going: bool) -> CliResult<()> {
     for (name, note) in &report.notes {
         writeln!(err, "note: {name}: {note}")?;
     }
+    for why in &report.not_substituted {
+        writeln!(err, "not from a cache: {why}")?;
+    }
     let mut parts = vec![format!("{} built", report.built.len())];
+    if !report.substituted.is_empty() {
+        parts.push(format!("{} downloaded", report.substituted.len()));
+    }
     parts.push(format!("{} already valid", report.already_valid));
     if !report.checked.is_empty() {
         parts.push(format!("{} checked", report.checked.len()));

@@ -82,6 +82,7 @@ fn realise(
     let r = Realiser {
         store,
         fetcher: &fetcher,
+        caches: &[],
         options: crate::build::Options {
             jobs: opts.jobs.max(1),
             keep_going: true,

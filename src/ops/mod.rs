@@ -1,5 +1,6 @@
 //! Operations behind the commands, usable without the CLI.
 
+pub mod cache;
 pub mod debian;
 pub mod realise;
 pub mod spec;

@@ -48,11 +48,13 @@ pub fn realise(
     targets: &[StorePath],
     options: &Options,
     fetcher: &Fetcher,
+    caches: &[crate::cache::BinaryCache],
     progress: &dyn Progress,
 ) -> Result<Report, BuildError> {
     let realiser = Realiser {
         store,
         fetcher,
+        caches,
         options: options.clone(),
         progress,
     };

@@ -1,0 +1,52 @@
+//! Binary caches: Nix binary caches for store dir `/store` (`nix-cache-info`,
+//! `<hash>.narinfo` signed with ed25519 keys, `nar/<filehash>.nar[.zst|.xz]`),
+//! reached through one small trait, [`Backend`], with one file per transport
+//! (chosen from the URL by [`open`]). Above it, [`BinaryCache`] speaks the cache
+//! format: look up and verify narinfos, substitute NARs into the store, push
+//! closures.
+
+pub mod backend;
+mod binary_cache;
+pub mod file;
+pub mod http;
+pub mod s3;
+
+use std::io::Read;
+use std::path::Path;
+
+pub use binary_cache::{BinaryCache, Substituted};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("{url}: {message}")]
+    Transport { url: String, message: String },
+    #[error("{url}: writing is not supported by this transport")]
+    ReadOnly { url: String },
+    #[error("unsupported cache URL '{0}' (use file://, http(s)://, s3://, ssh:// or oci://)")]
+    UnsupportedUrl(String),
+    #[error(transparent)]
+    Store(#[from] buildit_store::StoreError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A transport: a flat namespace of keys (`nix-cache-info`, `abc….narinfo`,
+/// `nar/….nar.zst`) holding bytes. Implementations must be safe to share between
+/// threads.
+pub trait Backend: Send + Sync {
+    /// The URL the backend was opened from (for messages).
+    fn url(&self) -> &str;
+    /// The object under `key`, streamed; `None` when it does not exist.
+    fn get(&self, key: &str) -> Result<Option<Box<dyn Read + Send>>, CacheError>;
+    /// Whether `key` exists.
+    fn exists(&self, key: &str) -> Result<bool, CacheError>;
+    /// Store the file at `from` under `key`, replacing it; readers never see a
+    /// partial object (temp name and rename where the transport allows).
+    fn put(&self, key: &str, from: &Path) -> Result<(), CacheError>;
+}
+
+/// Open the backend for a cache URL: `file:///dir`, `http(s)://…`, `s3://bucket/prefix`,
+/// `ssh://user@host/path`, `oci://host/repo`.
+pub fn open(url: &str) -> Result<Box<dyn Backend>, CacheError> {
+    backend::open(url)
+}
