@@ -13,6 +13,8 @@ need_deb_src
 # The independent tools that check images: umoci, oci-image-tool, skopeo, podman,
 # runc, a registry, diffoscope, and appc's actool (built from Debian's Go sources).
 scripts/image-tools.sh
+# An S3-compatible server (moto) for the s3:// cache backend's tests.
+scripts/cache-tools.sh
 
 cargo test --workspace --locked
 
