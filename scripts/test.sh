@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 need_cargo
 # nix-bin: real Nix 2.8 as an oracle for formats; python3 and openssl: a loopback
 # HTTPS server for the remote-patch test.
-apt_install gcc libc6-dev nix-bin util-linux python3 openssl dpkg apt
+apt_install gcc libc6-dev nix-bin util-linux python3 openssl dpkg apt openssh-server openssh-client
 # Builds from upstream source get their tarballs with `apt-get source`.
 need_deb_src
 # The independent tools that check images: umoci, oci-image-tool, skopeo, podman,

@@ -589,3 +589,102 @@ fn a_push_killed_half_way_leaves_a_consistent_cache() {
         show(&out)
     );
 }
+
+/// moto's S3 server on a free loopback port with one bucket; killed on drop.
+struct Moto {
+    child: Child,
+    endpoint: String,
+}
+
+impl Moto {
+    fn start(bucket: &str) -> Option<Moto> {
+        let exe = repo().join("target/tools/venv/bin/moto_server");
+        if !exe.is_file() {
+            eprintln!("SKIPPED: moto_server not installed (scripts/cache-tools.sh installs it)");
+            return None;
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(&exe)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let moto = Moto {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        };
+        for _ in 0..600 {
+            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                // moto creates a bucket on an unsigned PUT.
+                write!(s, "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+                let mut reply = String::new();
+                let _ = s.read_to_string(&mut reply);
+                assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+                return Some(moto);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("moto_server did not start");
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_fresh_root_builds_nothing_with_an_s3_cache() {
+    let Some(moto) = Moto::start("buildit-cache") else {
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    let (sk, pk) = key(t.path(), "test-cache-7");
+    let cache = format!(
+        "s3://buildit-cache/nginx-prod?endpoint={}&region=us-east-1",
+        moto.endpoint
+    );
+    let (dir, outs) = built();
+    let mut args = vec!["push", cache.as_str()];
+    args.extend(outs.iter().map(String::as_str));
+    args.extend(["--secret-key-file", sk.to_str().unwrap()]);
+    let creds = |c: &mut Command| {
+        c.env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing");
+    };
+    let mut push = buildit(&shared_root(), &args);
+    creds(&mut push);
+    ok(push);
+    let root = t.path().join("fresh");
+    ok(buildit(&root, &["lock", dir.to_str().unwrap()]));
+    let mut build = buildit(
+        &root,
+        &[
+            "build",
+            dir.to_str().unwrap(),
+            "--no-link",
+            "--cache",
+            &cache,
+            "--trusted-public-key",
+            &pk,
+        ],
+    );
+    creds(&mut build);
+    let out = build.output().unwrap();
+    let all = show(&out);
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stderr).contains("0 built, "),
+        "{all}"
+    );
+    assert_eq!(
+        image_id(&root, &outs[1]),
+        image_id(&shared_root(), &outs[1])
+    );
+}

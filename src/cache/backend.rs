@@ -10,6 +10,8 @@ pub fn open(url: &str) -> Result<Box<dyn Backend>, CacheError> {
         "file" => Ok(Box::new(super::file::FileBackend::open(url)?)),
         "http" | "https" => Ok(Box::new(super::http::HttpBackend::open(url)?)),
         "s3" => Ok(Box::new(super::s3::S3Backend::open(url)?)),
+        "ssh" => Ok(Box::new(super::ssh::SshBackend::open(url)?)),
+        "oci" => Ok(Box::new(super::oci::OciBackend::open(url)?)),
         _ => Err(CacheError::UnsupportedUrl(url.to_string())),
     }
 }

@@ -9,7 +9,9 @@ pub mod backend;
 mod binary_cache;
 pub mod file;
 pub mod http;
+pub mod oci;
 pub mod s3;
+pub mod ssh;
 
 use std::io::Read;
 use std::path::Path;
