@@ -688,3 +688,180 @@ fn a_fresh_root_builds_nothing_with_an_s3_cache() {
         image_id(&shared_root(), &outs[1])
     );
 }
+
+/// Push nginx-prod's runtime closures to `cache`, then build the spec in a fresh
+/// root from it: nothing may be built, and the image is the same.
+fn round_trip(cache: &str, what: &str) {
+    let t = tempfile::tempdir().unwrap();
+    let (sk, pk) = key(t.path(), &format!("test-{what}-1"));
+    push(cache, &sk);
+    let root = t.path().join("fresh");
+    let out = build_from(&root, cache, &pk, &[]);
+    let all = show(&out);
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stderr).contains("0 built, "),
+        "{what}: {all}"
+    );
+    let (_, outs) = built();
+    assert_eq!(
+        image_id(&root, &outs[1]),
+        image_id(&shared_root(), &outs[1]),
+        "{what}"
+    );
+}
+
+#[test]
+fn a_fresh_root_builds_nothing_with_an_ssh_cache() {
+    let Some(sshd) = common::sshd::Sshd::start() else {
+        return;
+    };
+    round_trip(&sshd.url(), "ssh");
+    assert!(
+        sshd.cache_dir().join("nix-cache-info").is_file(),
+        "{}",
+        sshd.log()
+    );
+}
+
+#[test]
+fn a_fresh_root_builds_nothing_with_an_oci_registry_cache() {
+    let Some(registry) = common::images::Registry::require() else {
+        return;
+    };
+    round_trip(&format!("oci://{}/buildit/cache", registry.addr()), "oci");
+}
+
+/// python3's http.server behind TLS on 127.0.0.1, serving `www`; prints its port.
+const HTTPS_SERVER: &str = r#"
+import http.server, ssl, sys
+root, cert, key = sys.argv[1:4]
+class Handler(http.server.SimpleHTTPRequestHandler):
+    def __init__(self, *a, **k):
+        super().__init__(*a, directory=root, **k)
+    def log_message(self, *a):
+        pass
+srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+print(srv.server_address[1], flush=True)
+srv.serve_forever()
+"#;
+
+#[test]
+fn the_seeds_discover_and_push_flow() {
+    let t = tempfile::tempdir().unwrap();
+    let (sk, pk) = key(t.path(), "sysadmin42-1");
+    let cache = t.path().join("cache");
+    push(&format!("file://{}", cache.display()), &sk);
+    // A certificate for 127.0.0.1, trusted through SSL_CERT_FILE.
+    let tls = t.path().join("tls");
+    fs::create_dir_all(&tls).unwrap();
+    let cert = Command::new("openssl")
+        .current_dir(&tls)
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "key.pem", "-out",
+            "cert.pem",
+        ])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+            "-days",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    assert!(cert.status.success(), "{cert:?}");
+    let www = t.path().join("www");
+    fs::create_dir_all(www.join("containers")).unwrap();
+    let mut server = Command::new("python3")
+        .arg("-c")
+        .arg(HTTPS_SERVER)
+        .arg(&www)
+        .arg(tls.join("cert.pem"))
+        .arg(tls.join("key.pem"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut port = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut port)
+        .unwrap();
+    let port = port.trim().to_string();
+    // The appc discovery page: where the cache is and which key signs it.
+    fs::write(
+        www.join("containers/index.html"),
+        format!(
+            "<html><head>\n<meta name=\"ac-discovery\" content=\"127.0.0.1 file://{}/{{name}}-{{version}}.{{ext}}\">\n\
+             <meta name=\"ac-discovery-pubkeys\" content=\"127.0.0.1 https://127.0.0.1:{port}/keys.txt\">\n</head></html>\n",
+            cache.display()
+        ),
+    )
+    .unwrap();
+    fs::write(www.join("keys.txt"), format!("{pk}\n")).unwrap();
+    // The seed's config: a repository to upload to after the build.
+    let (dir, _) = built();
+    let spec = t.path().join("nginx-prod");
+    copy_spec(
+        dir.strip_prefix(repo())
+            .map(|p| p.to_str().unwrap())
+            .unwrap_or("samples/nginx-prod"),
+        &spec,
+    );
+    let upload = t.path().join("upload");
+    write_files(
+        &spec,
+        &[(
+            ".buildit-config.yaml",
+            &format!(
+                "repository:\n  name: mysuperbinhost\n  upload-type: file\n  upload-path: {}\n  download-type: file\n  download-path: {}\nsecret-key-file: {}\n",
+                upload.display(),
+                upload.display(),
+                sk.display()
+            ),
+        )],
+    );
+    let root = t.path().join("fresh");
+    ok(buildit(&root, &["lock", spec.to_str().unwrap()]));
+    let out = buildit(
+        &root,
+        &[
+            spec.to_str().unwrap(),
+            &format!("--discover=127.0.0.1:{port}/containers,push=True"),
+            "--no-link",
+        ],
+    )
+    .env("SSL_CERT_FILE", tls.join("cert.pem"))
+    .output()
+    .unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    let all = show(&out);
+    assert!(out.status.success(), "{all}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Building Sysadmin42/nginx-production-1.22.1-p1"),
+        "{all}"
+    );
+    assert!(
+        err.contains(&format!("in file://{}.", cache.display())),
+        "found through discovery: {all}"
+    );
+    assert!(err.contains("0 built, "), "{all}");
+    assert!(
+        err.contains("Uploading packages to 'mysuperbinhost'") && err.contains("[OK]"),
+        "{all}"
+    );
+    assert!(upload.join("nix-cache-info").is_file());
+    let narinfos = fs::read_dir(&upload)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".narinfo"))
+        .count();
+    assert!(narinfos >= 10, "{narinfos}");
+}

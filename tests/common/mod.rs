@@ -3,6 +3,7 @@
 
 pub mod build;
 pub mod images;
+pub mod sshd;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
