@@ -865,3 +865,38 @@ fn the_seeds_discover_and_push_flow() {
         .count();
     assert!(narinfos >= 10, "{narinfos}");
 }
+
+/// Benchmark (bench/cache.sh runs it): looking up 1,000 paths a loopback HTTP cache
+/// does not have, 16 at a time as the substituter does (goal: under 1 s).
+#[test]
+#[ignore]
+fn bench_lookup_1000_missing_paths() {
+    let t = tempfile::tempdir().unwrap();
+    fs::write(t.path().join("nix-cache-info"), "StoreDir: /store\n").unwrap();
+    let server = HttpServer::start(t.path());
+    let cache = buildit::cache::BinaryCache::new(
+        buildit::cache::open(&server.url()).unwrap(),
+        0,
+        Default::default(),
+    );
+    let paths: Vec<buildit_store::StorePath> = (0..1000u32)
+        .map(|i| {
+            let h = buildit_store::Hash::sha256(&i.to_le_bytes());
+            let part =
+                buildit_store::nix32::encode(&buildit_store::nix32::compress_hash(h.digest(), 20));
+            format!("/store/{part}-missing-{i}").parse().unwrap()
+        })
+        .collect();
+    let start = std::time::Instant::now();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..16 {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(p) = paths.get(i) else { break };
+                assert!(cache.narinfo(p).unwrap().is_none());
+            });
+        }
+    });
+    println!("looked up 1000 missing paths in {:?}", start.elapsed());
+}

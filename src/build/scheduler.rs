@@ -314,7 +314,13 @@ impl Realiser<'_> {
                 name: &name,
                 kind: StepKind::Substitute,
             });
-            let result = subst.caches[*cache].substitute(self.store, info);
+            let result = subst.caches[*cache].substitute(self.store, info, &|done| {
+                self.progress.event(Event::Download {
+                    drv: path,
+                    done,
+                    total: info.file_size,
+                })
+            });
             let why = result.as_ref().err().map(|e| e.to_string());
             self.progress.event(Event::Finished {
                 drv: path,

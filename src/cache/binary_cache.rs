@@ -118,6 +118,7 @@ impl BinaryCache {
         &self,
         store: &LocalStore,
         info: &NarInfo,
+        progress: &dyn Fn(u64),
     ) -> Result<Substituted, CacheError> {
         let body = self.backend.get(&info.url)?.ok_or_else(|| {
             self.err(format!(
@@ -125,7 +126,12 @@ impl BinaryCache {
                 info.store_path, info.url
             ))
         })?;
-        let mut counted = CountingReader { inner: body, n: 0 };
+        let mut counted = CountingReader {
+            inner: body,
+            n: 0,
+            reported: 0,
+            progress,
+        };
         let mut nar: Box<dyn Read> = match &info.compression {
             Compression::None => Box::new(&mut counted),
             Compression::Zstd => {
@@ -242,15 +248,22 @@ impl BinaryCache {
     }
 }
 
-struct CountingReader<R> {
+/// Counts the bytes of a download and reports them every 256 KiB and at the end.
+struct CountingReader<'a, R> {
     inner: R,
     n: u64,
+    reported: u64,
+    progress: &'a dyn Fn(u64),
 }
 
-impl<R: Read> Read for CountingReader<R> {
+impl<R: Read> Read for CountingReader<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let k = self.inner.read(buf)?;
         self.n += k as u64;
+        if k == 0 || self.n - self.reported >= 256 * 1024 {
+            self.reported = self.n;
+            (self.progress)(self.n);
+        }
         Ok(k)
     }
 }
