@@ -48,124 +48,111 @@ impl Realiser<'_> {
         Ok(Built::Checked(out))
     }
 
-    /// `builtin:unpack-deb` and `builtin:buildroot`: make the tree in a temp dir,
-    /// then register it (or, with `check`, compare its NAR hash).
+    /// The frame of every builtin that makes a tree: lock `out`, let `make` write
+    /// the tree into a temp dir, then register it (or, with `check`, compare its
+    /// NAR hash with the registered one). `make` may return a note for the user.
+    fn make_tree(
+        &self,
+        drv_path: &StorePath,
+        drv: &Derivation,
+        check: bool,
+        make: impl FnOnce(&Path) -> Result<Option<String>, BuildError>,
+    ) -> Result<Built, BuildError> {
+        let out = drv
+            .outputs
+            .get("out")
+            .and_then(|o| o.path())
+            .ok_or_else(|| failed(drv_path, "no output 'out'".into()))?;
+        let lock = self.store.lock_path(out)?;
+        if !check && self.store.is_valid(out)? {
+            return Ok(Built::Registered);
+        }
+        let tmp = self.store.temp_tree()?;
+        let note = make(tmp.path())?;
+        if check {
+            return Ok(Built::Checked(vec![compare(self, out, tmp.path())?]));
+        }
+        let info = PathInfo {
+            path: out.clone(),
+            nar_hash: Hash::sha256(b""),
+            nar_size: 0,
+            references: BTreeSet::new(),
+            deriver: Some(drv_path.clone()),
+            sigs: vec![],
+            registration_time: 0,
+            ca: None,
+        };
+        self.store.add_built_tree(tmp.path(), info, &lock)?;
+        Ok(match note {
+            Some(n) => Built::Noted(n),
+            None => Built::Registered,
+        })
+    }
+
+    /// `builtin:unpack-deb` and `builtin:buildroot`.
     pub(super) fn build_tree(
         &self,
         drv_path: &StorePath,
         drv: &Derivation,
         check: bool,
     ) -> Result<Built, BuildError> {
-        let failed = |message: String| BuildError::Failed {
-            drv: drv_path.clone(),
-            message,
-            log: None,
-        };
-        let out = drv
-            .outputs
-            .get("out")
-            .and_then(|o| o.path())
-            .ok_or_else(|| failed("no output 'out'".into()))?;
-        let lock = self.store.lock_path(out)?;
-        if !check && self.store.is_valid(out)? {
-            return Ok(Built::Registered);
-        }
-        let tmp = self.store.temp_tree()?;
-        if drv.builder == UNPACK_DEB {
-            let deb = self.env_path(drv, "deb", &failed)?;
-            crate::debian::deb::unpack_deb(&self.store.physical_path(&deb), tmp.path())
-                .map_err(|e| failed(e.to_string()))?;
-        } else if drv.builder == BUILDROOT {
-            let members: Vec<(String, PathBuf)> = drv
-                .env
-                .get("members")
-                .map(String::as_str)
-                .unwrap_or("")
-                .split_whitespace()
-                .map(|m| {
-                    let p: StorePath = m.parse().map_err(|e| failed(format!("member {m}: {e}")))?;
-                    Ok((p.name().to_string(), self.store.physical_path(&p)))
-                })
-                .collect::<Result<_, BuildError>>()?;
-            let fixups: Fixups =
-                serde_json::from_str(drv.env.get("fixups").map(String::as_str).unwrap_or("{}"))
-                    .map_err(|e| failed(format!("bad fixups: {e}")))?;
-            buildroot::merge_trees(&members, tmp.path()).map_err(|e| failed(e.to_string()))?;
-            buildroot::apply_fixups(tmp.path(), &fixups).map_err(|e| failed(e.to_string()))?;
-        } else {
-            return Err(BuildError::UnsupportedBuilder {
-                drv: drv_path.clone(),
-                builder: drv.builder.clone(),
-            });
-        }
-        if check {
-            return Ok(Built::Checked(vec![compare(self, out, tmp.path())?]));
-        }
-        let info = PathInfo {
-            path: out.clone(),
-            nar_hash: Hash::sha256(b""),
-            nar_size: 0,
-            references: BTreeSet::new(),
-            deriver: Some(drv_path.clone()),
-            sigs: vec![],
-            registration_time: 0,
-            ca: None,
-        };
-        self.store.add_built_tree(tmp.path(), info, &lock)?;
-        Ok(Built::Registered)
+        let failed = |message: String| failed(drv_path, message);
+        self.make_tree(drv_path, drv, check, |tmp| {
+            if drv.builder == UNPACK_DEB {
+                let deb = self.env_path(drv, "deb", &failed)?;
+                crate::debian::deb::unpack_deb(&self.store.physical_path(&deb), tmp)
+                    .map_err(|e| failed(e.to_string()))?;
+            } else if drv.builder == BUILDROOT {
+                let members: Vec<(String, PathBuf)> = drv
+                    .env
+                    .get("members")
+                    .map(String::as_str)
+                    .unwrap_or("")
+                    .split_whitespace()
+                    .map(|m| {
+                        let p: StorePath =
+                            m.parse().map_err(|e| failed(format!("member {m}: {e}")))?;
+                        Ok((p.name().to_string(), self.store.physical_path(&p)))
+                    })
+                    .collect::<Result<_, BuildError>>()?;
+                let fixups: Fixups =
+                    serde_json::from_str(drv.env.get("fixups").map(String::as_str).unwrap_or("{}"))
+                        .map_err(|e| failed(format!("bad fixups: {e}")))?;
+                buildroot::merge_trees(&members, tmp).map_err(|e| failed(e.to_string()))?;
+                buildroot::apply_fixups(tmp, &fixups).map_err(|e| failed(e.to_string()))?;
+            } else {
+                return Err(BuildError::UnsupportedBuilder {
+                    drv: drv_path.clone(),
+                    builder: drv.builder.clone(),
+                });
+            }
+            Ok(None)
+        })
     }
 
-    /// `builtin:image`: write the image into a temp tree and register it (or, with
-    /// `check`, compare).
+    /// `builtin:image`; the note gives the image's ID.
     pub(super) fn build_image(
         &self,
         drv_path: &StorePath,
         drv: &Derivation,
         check: bool,
     ) -> Result<Built, BuildError> {
-        let failed = |message: String| BuildError::Failed {
-            drv: drv_path.clone(),
-            message,
-            log: None,
-        };
-        let out = drv
-            .outputs
-            .get("out")
-            .and_then(|o| o.path())
-            .ok_or_else(|| failed("no output 'out'".into()))?;
-        let lock = self.store.lock_path(out)?;
-        if !check && self.store.is_valid(out)? {
-            return Ok(Built::Registered);
-        }
-        let tmp = self.store.temp_tree()?;
-        let scratch = self.store.temp_tree()?;
-        let summary = crate::image::build::build_image(self.store, drv, tmp.path(), scratch.path())
-            .map_err(|e| failed(e.to_string()))?;
-        if check {
-            return Ok(Built::Checked(vec![compare(self, out, tmp.path())?]));
-        }
-        let info = PathInfo {
-            path: out.clone(),
-            nar_hash: Hash::sha256(b""),
-            nar_size: 0,
-            references: BTreeSet::new(),
-            deriver: Some(drv_path.clone()),
-            sigs: vec![],
-            registration_time: 0,
-            ca: None,
-        };
-        self.store.add_built_tree(tmp.path(), info, &lock)?;
-        let id = match drv.env.get("format").map(String::as_str) {
-            Some("aci") => format!("image ID {}", summary.id),
-            _ => format!("manifest {}", summary.id),
-        };
-        Ok(Built::Noted(match summary.merged {
-            0 => id,
-            n => format!(
-                "{id}; {} layers after merging the smallest neighbours {n} time(s) to stay within max-layers (no file dropped)",
-                summary.layers
-            ),
-        }))
+        self.make_tree(drv_path, drv, check, |tmp| {
+            let scratch = self.store.temp_tree()?;
+            let summary = crate::image::build::build_image(self.store, drv, tmp, scratch.path())
+                .map_err(|e| failed(drv_path, e.to_string()))?;
+            let id = match drv.env.get("format").map(String::as_str) {
+                Some("aci") => format!("image ID {}", summary.id),
+                _ => format!("manifest {}", summary.id),
+            };
+            Ok(Some(match summary.merged {
+                0 => id,
+                n => format!(
+                    "{id}; {} layers after merging the smallest neighbours {n} time(s) to stay within max-layers (no file dropped)",
+                    summary.layers
+                ),
+            }))
+        })
     }
 
     fn env_path(
@@ -183,6 +170,14 @@ impl Realiser<'_> {
             return Err(failed(format!("input {p} is not valid")));
         }
         Ok(p)
+    }
+}
+
+fn failed(drv: &StorePath, message: String) -> BuildError {
+    BuildError::Failed {
+        drv: drv.clone(),
+        message,
+        log: None,
     }
 }
 

@@ -603,13 +603,17 @@ impl Read for SshReader {
     }
 }
 
+/// The same private sshd the end-to-end tests use.
+#[cfg(test)]
+#[path = "../../tests/common/sshd.rs"]
+mod test_sshd;
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::fs;
-    use std::io::Write;
     use std::net::TcpListener;
-    use std::process::{Child, Command, Stdio};
+    use std::process::Command;
     use std::time::Instant;
 
     #[test]
@@ -662,150 +666,7 @@ mod tests {
         }
     }
 
-    fn find_sshd() -> Option<PathBuf> {
-        // sshd must be started by absolute path (it re-executes itself), and it
-        // lives in an sbin directory that an ordinary user's PATH lacks.
-        let path = std::env::var_os("PATH").unwrap_or_default();
-        ["/usr/sbin", "/usr/local/sbin", "/sbin"]
-            .iter()
-            .map(PathBuf::from)
-            .chain(std::env::split_paths(&path))
-            .map(|d| d.join("sshd"))
-            .find(|p| p.is_absolute() && p.is_file())
-    }
-
-    fn keygen(path: &Path) {
-        let out = Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-C", "buildit-test", "-f"])
-            .arg(path)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run ssh-keygen");
-        assert!(out.status.success(), "ssh-keygen: {out:?}");
-    }
-
-    /// An sshd of our own on a loopback port, as the current user, that lets in
-    /// the current user with a key made for it.
-    struct Sshd {
-        child: Child,
-        dir: tempfile::TempDir,
-        port: u16,
-        log: PathBuf,
-    }
-
-    impl Sshd {
-        fn start() -> Option<Sshd> {
-            let Some(sshd) = find_sshd() else {
-                println!("SKIPPED: sshd not installed");
-                eprintln!("SKIPPED: sshd not installed");
-                return None;
-            };
-            let root = nix::unistd::geteuid().is_root();
-            if root && !Path::new("/run/sshd").is_dir() {
-                // Its privilege separation directory, which the service's unit
-                // would make; sshd refuses to start as root without it.
-                fs::create_dir_all("/run/sshd").expect("mkdir /run/sshd");
-            }
-            let dir = tempfile::tempdir().unwrap();
-            let d = dir.path();
-            keygen(&d.join("host_key"));
-            keygen(&d.join("client_key"));
-            fs::copy(d.join("client_key.pub"), d.join("authorized_keys")).unwrap();
-            fs::create_dir(d.join("cache")).unwrap();
-            let log = d.join("sshd.log");
-            for attempt in 0..5 {
-                let port = TcpListener::bind("127.0.0.1:0")
-                    .unwrap()
-                    .local_addr()
-                    .unwrap()
-                    .port();
-                let cfg = d.join(format!("sshd_config-{attempt}"));
-                fs::write(
-                    &cfg,
-                    format!(
-                        "Port {port}\n\
-                         ListenAddress 127.0.0.1\n\
-                         HostKey {d}/host_key\n\
-                         PidFile {d}/sshd.pid\n\
-                         AuthorizedKeysFile {d}/authorized_keys\n\
-                         UsePAM no\n\
-                         StrictModes no\n\
-                         PubkeyAuthentication yes\n\
-                         PasswordAuthentication no\n\
-                         KbdInteractiveAuthentication no\n\
-                         PermitRootLogin prohibit-password\n\
-                         Subsystem sftp internal-sftp\n\
-                         LogLevel VERBOSE\n",
-                        d = d.display()
-                    ),
-                )
-                .unwrap();
-                let out = fs::File::create(&log).unwrap();
-                let mut child = Command::new(&sshd)
-                    .args(["-D", "-e", "-f"])
-                    .arg(&cfg)
-                    .stdin(Stdio::null())
-                    .stdout(out.try_clone().unwrap())
-                    .stderr(out)
-                    .spawn()
-                    .expect("start sshd");
-                let deadline = Instant::now() + Duration::from_secs(20);
-                loop {
-                    let text = fs::read_to_string(&log).unwrap_or_default();
-                    if text.contains("Server listening on") {
-                        let host_pub = fs::read_to_string(d.join("host_key.pub")).unwrap();
-                        let mut kh = fs::File::create(d.join("known_hosts")).unwrap();
-                        writeln!(kh, "[127.0.0.1]:{port} {}", host_pub.trim()).unwrap();
-                        return Some(Sshd {
-                            child,
-                            dir,
-                            port,
-                            log,
-                        });
-                    }
-                    let exited = child.try_wait().unwrap().is_some();
-                    if exited || Instant::now() > deadline {
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        if text.contains("Address already in use") {
-                            break;
-                        }
-                        panic!("sshd did not start:\n{text}");
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            }
-            panic!("sshd: no free port after 5 attempts");
-        }
-
-        fn cache_dir(&self) -> PathBuf {
-            self.dir.path().join("cache")
-        }
-
-        fn url(&self) -> String {
-            let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
-                .unwrap()
-                .expect("current user in passwd")
-                .name;
-            let d = self.dir.path().display();
-            format!(
-                "ssh://{user}@127.0.0.1:{}{}?identity={d}/client_key&known-hosts={d}/known_hosts",
-                self.port,
-                self.cache_dir().display(),
-            )
-        }
-
-        fn log(&self) -> String {
-            fs::read_to_string(&self.log).unwrap_or_default()
-        }
-    }
-
-    impl Drop for Sshd {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+    use super::test_sshd::Sshd;
 
     /// Bytes that do not repeat (xorshift), so that a misplaced chunk shows.
     fn noise(len: usize, seed: u64) -> Vec<u8> {
