@@ -31,7 +31,7 @@ trap 'kill $server' EXIT
 sleep 1
 url=http://127.0.0.1:$port
 pk=$(cat "$dir/keys/pk")
-nars=$(ls "$dir/cache/nar")
+nars=$(ls "$dir/cache/nar" | tr "\n" " ")
 cat >"$dir/curl.sh" <<SH
 set -e
 rm -rf "$dir/restored"; mkdir -p "$dir/restored"
