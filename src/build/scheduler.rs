@@ -73,15 +73,6 @@ impl Realiser<'_> {
         } else {
             no_caches
         });
-        let mut missing = Vec::new();
-        for d in drvs.values() {
-            for o in d.outputs.values().filter_map(|o| o.path()) {
-                if !self.store.is_valid(o)? {
-                    missing.push(o.clone());
-                }
-            }
-        }
-        subst.prefetch(&missing, 16);
         let decisions = loop {
             let (decisions, downloads) = self.decide(&graph, &drvs, &target_nodes, &subst)?;
             if self.download(&downloads, &subst, &mut report)? {
@@ -248,8 +239,31 @@ impl Realiser<'_> {
         let mut downloads = Vec::new();
         let mut planned: BTreeSet<StorePath> = BTreeSet::new();
         let mut seen = BTreeSet::new();
-        let mut stack: Vec<NodeIndex> = targets.iter().copied().collect();
-        while let Some(n) = stack.pop() {
+        // Level by level from the targets: the missing outputs of one level are
+        // looked up together (16 in flight); a level below is asked about only
+        // when something above it must be built.
+        let mut level: Vec<NodeIndex> = targets.iter().copied().collect();
+        let mut stack: Vec<NodeIndex> = Vec::new();
+        loop {
+            if stack.is_empty() {
+                level.retain(|n| !seen.contains(n));
+                level.sort();
+                level.dedup();
+                if level.is_empty() {
+                    break;
+                }
+                let mut missing = Vec::new();
+                for n in &level {
+                    for o in drvs[n].outputs.values().filter_map(|o| o.path()) {
+                        if !self.store.is_valid(o)? {
+                            missing.push(o.clone());
+                        }
+                    }
+                }
+                subst.prefetch(&missing, 16);
+                stack = std::mem::take(&mut level);
+            }
+            let Some(n) = stack.pop() else { continue };
             if !seen.insert(n) {
                 continue;
             }
@@ -271,7 +285,7 @@ impl Realiser<'_> {
             if invalid.is_empty() {
                 if self.options.check && targets.contains(&n) {
                     decisions.insert(n, StepKind::Check);
-                    stack.extend(inputs());
+                    level.extend(inputs());
                 }
                 continue;
             }
@@ -290,7 +304,7 @@ impl Realiser<'_> {
                 _ => StepKind::Build,
             };
             decisions.insert(n, kind);
-            stack.extend(inputs());
+            level.extend(inputs());
         }
         Ok((decisions, downloads))
     }
