@@ -129,9 +129,19 @@ fn link_or_copy(src: &Path, dst: &Path, mode: u32) -> Result<(), MergeError> {
 }
 
 fn same_contents(a: &Path, b: &Path) -> Result<bool, MergeError> {
+    same_file_contents(a, b).map_err(|(path, source)| MergeError::Io { path, source })
+}
+
+/// Whether two files hold the same bytes: the same inode, else equal lengths and
+/// equal 64 KiB blocks, read side by side (files are never held whole). An error
+/// names the file it came from.
+pub fn same_file_contents(a: &Path, b: &Path) -> Result<bool, (PathBuf, io::Error)> {
+    fn at(p: &Path) -> impl FnOnce(io::Error) -> (PathBuf, io::Error) + '_ {
+        move |e| (p.to_path_buf(), e)
+    }
     let (ma, mb) = (
-        fs::metadata(a).map_err(io_err(a))?,
-        fs::metadata(b).map_err(io_err(b))?,
+        fs::metadata(a).map_err(at(a))?,
+        fs::metadata(b).map_err(at(b))?,
     );
     if ma.dev() == mb.dev() && ma.ino() == mb.ino() {
         return Ok(true);
@@ -139,7 +149,33 @@ fn same_contents(a: &Path, b: &Path) -> Result<bool, MergeError> {
     if ma.len() != mb.len() {
         return Ok(false);
     }
-    Ok(fs::read(a).map_err(io_err(a))? == fs::read(b).map_err(io_err(b))?)
+    let (mut fa, mut fb) = (
+        fs::File::open(a).map_err(at(a))?,
+        fs::File::open(b).map_err(at(b))?,
+    );
+    let (mut ba, mut bb) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
+    loop {
+        let na = read_full(&mut fa, &mut ba).map_err(at(a))?;
+        let nb = read_full(&mut fb, &mut bb).map_err(at(b))?;
+        if na != nb || ba[..na] != bb[..nb] {
+            return Ok(false);
+        }
+        if na == 0 {
+            return Ok(true);
+        }
+    }
+}
+
+fn read_full(f: &mut fs::File, buf: &mut [u8]) -> io::Result<usize> {
+    use io::Read;
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
 }
 
 /// Follow `path` (absolute, inside the tree at `root`) through symlinks as if `root`
@@ -354,5 +390,36 @@ mod tests {
             .insert("/usr/bin/c++".into(), "g++-12".into());
         let e = apply_fixups(&dest, &f).unwrap_err();
         assert!(e.to_string().contains("g++-12 does not exist"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod same_file_tests {
+    use super::*;
+
+    #[test]
+    fn contents_are_compared_block_by_block() {
+        let t = tempfile::tempdir().unwrap();
+        let p = |n: &str| t.path().join(n);
+        let big = vec![7u8; 200 * 1024];
+        let mut other = big.clone();
+        *other.last_mut().unwrap() = 8;
+        fs::write(p("a"), &big).unwrap();
+        fs::write(p("b"), &big).unwrap();
+        fs::write(p("c"), &other).unwrap();
+        fs::write(p("d"), &big[1..]).unwrap();
+        fs::hard_link(p("a"), p("e")).unwrap();
+        assert!(same_file_contents(&p("a"), &p("b")).unwrap());
+        assert!(
+            !same_file_contents(&p("a"), &p("c")).unwrap(),
+            "last byte differs"
+        );
+        assert!(
+            !same_file_contents(&p("a"), &p("d")).unwrap(),
+            "lengths differ"
+        );
+        assert!(same_file_contents(&p("a"), &p("e")).unwrap(), "same inode");
+        let (path, _) = same_file_contents(&p("a"), &p("missing")).unwrap_err();
+        assert_eq!(path, p("missing"), "the error names the file");
     }
 }

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -89,13 +89,7 @@ impl ImageTree {
         let mut stack = vec![PathBuf::new()];
         while let Some(rel) = stack.pop() {
             let dir = root.join(&rel);
-            let mut names: Vec<_> = fs::read_dir(&dir)
-                .map_err(io_err(&dir))?
-                .map(|e| e.map(|e| e.file_name()))
-                .collect::<Result<_, _>>()
-                .map_err(io_err(&dir))?;
-            names.sort();
-            for name in names {
+            for name in sorted_names(&dir)? {
                 let rel = rel.join(&name);
                 let src = root.join(&rel);
                 let md = fs::symlink_metadata(&src).map_err(io_err(&src))?;
@@ -190,13 +184,7 @@ impl ImageTree {
             let kind = if md.is_dir() && !descend {
                 continue;
             } else if md.is_dir() {
-                let mut names: Vec<_> = fs::read_dir(&from)
-                    .map_err(io_err(&from))?
-                    .map(|e| e.map(|e| e.file_name()))
-                    .collect::<Result<_, _>>()
-                    .map_err(io_err(&from))?;
-                names.sort();
-                for n in names {
+                for n in sorted_names(&from)? {
                     stack.push((from.join(&n), to.join(&n)));
                 }
                 Kind::Dir
@@ -345,39 +333,19 @@ fn relative(dest: &str) -> Option<PathBuf> {
 }
 
 fn same_contents(a: &Path, b: &Path) -> Result<bool, TreeError> {
-    let (ma, mb) = (
-        fs::metadata(a).map_err(io_err(a))?,
-        fs::metadata(b).map_err(io_err(b))?,
-    );
-    if ma.dev() == mb.dev() && ma.ino() == mb.ino() {
-        return Ok(true);
-    }
-    let (mut fa, mut fb) = (
-        fs::File::open(a).map_err(io_err(a))?,
-        fs::File::open(b).map_err(io_err(b))?,
-    );
-    let (mut ba, mut bb) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
-    loop {
-        let na = read_full(&mut fa, &mut ba).map_err(io_err(a))?;
-        let nb = read_full(&mut fb, &mut bb).map_err(io_err(b))?;
-        if na != nb || ba[..na] != bb[..nb] {
-            return Ok(false);
-        }
-        if na == 0 {
-            return Ok(true);
-        }
-    }
+    crate::build::buildroot::same_file_contents(a, b)
+        .map_err(|(path, source)| TreeError::Io { path, source })
 }
 
-fn read_full(f: &mut fs::File, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
+/// The names in `dir`, sorted: the order entries go into tars.
+fn sorted_names(dir: &Path) -> Result<Vec<std::ffi::OsString>, TreeError> {
+    let mut names: Vec<_> = fs::read_dir(dir)
+        .map_err(io_err(dir))?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()
+        .map_err(io_err(dir))?;
+    names.sort();
+    Ok(names)
 }
 
 #[cfg(test)]
