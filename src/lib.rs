@@ -3,6 +3,7 @@
 //! The binary is a thin layer (`cli`) over operations (`ops`) that sit on the
 //! `buildit-store` and `buildit-lang` crates.
 
+pub mod audit;
 pub mod build;
 pub mod cache;
 pub mod cli;

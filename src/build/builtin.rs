@@ -8,7 +8,7 @@ use buildit_lang::buildroot::Fixups;
 use buildit_lang::debian::{BUILDROOT, UNPACK_DEB};
 use buildit_store::{Derivation, Hash, HashAlgo, PathInfo, StorePath};
 
-use super::sandboxed::Built;
+use super::sandboxed::{Built, Compared};
 use super::{buildroot, BuildError, Realiser};
 
 impl Realiser<'_> {
@@ -41,11 +41,54 @@ impl Realiser<'_> {
                 let expected = self.store.require_info(p)?.nar_hash;
                 let (actual, _) =
                     buildit_store::nar::hash_path(&self.store.physical_path(p), HashAlgo::Sha256)?;
-                out.push((p.clone(), expected, actual));
+                out.push(Compared {
+                    output: p.clone(),
+                    expected,
+                    actual,
+                    rebuilt: None,
+                });
             }
         }
         let _ = drv_path;
         Ok(Built::Checked(out))
+    }
+
+    /// Compare a check rebuild of `out` (in `tree`) with the registered output;
+    /// a differing one is moved to `var/check/` when the options say to keep it.
+    pub(super) fn compare_rebuilt(
+        &self,
+        drv_path: &StorePath,
+        out: &StorePath,
+        tree: &Path,
+    ) -> Result<Compared, BuildError> {
+        buildit_store::local::normalise(tree)?;
+        let (actual, _) = buildit_store::nar::hash_path(tree, HashAlgo::Sha256)?;
+        let expected = self.store.require_info(out)?.nar_hash;
+        let mut rebuilt = None;
+        if actual != expected && self.options.keep_differing {
+            let dir = self.store.root().join("var/check");
+            let kept = std::fs::create_dir_all(&dir).and_then(|()| {
+                let mut n = 1;
+                loop {
+                    let dest = dir.join(format!("{}.check-{n}", out.name()));
+                    match std::fs::symlink_metadata(&dest) {
+                        Ok(_) => n += 1,
+                        Err(_) => return std::fs::rename(tree, &dest).map(|()| dest),
+                    }
+                }
+            });
+            rebuilt = Some(kept.map_err(|e| BuildError::Failed {
+                drv: drv_path.clone(),
+                message: format!("keep the differing rebuild of {out}: {e}"),
+                log: None,
+            })?);
+        }
+        Ok(Compared {
+            output: out.clone(),
+            expected,
+            actual,
+            rebuilt,
+        })
     }
 
     /// The frame of every builtin that makes a tree: lock `out`, let `make` write
@@ -70,7 +113,11 @@ impl Realiser<'_> {
         let tmp = self.store.temp_tree()?;
         let note = make(tmp.path())?;
         if check {
-            return Ok(Built::Checked(vec![compare(self, out, tmp.path())?]));
+            return Ok(Built::Checked(vec![self.compare_rebuilt(
+                drv_path,
+                out,
+                tmp.path(),
+            )?]));
         }
         let info = PathInfo {
             path: out.clone(),
@@ -179,17 +226,4 @@ fn failed(drv: &StorePath, message: String) -> BuildError {
         message,
         log: None,
     }
-}
-
-/// Normalise a rebuilt tree as the store would and hash it against the registered
-/// path.
-fn compare(
-    r: &Realiser<'_>,
-    out: &StorePath,
-    tree: &Path,
-) -> Result<(StorePath, Hash, Hash), BuildError> {
-    buildit_store::local::normalise(tree)?;
-    let (actual, _) = buildit_store::nar::hash_path(tree, HashAlgo::Sha256)?;
-    let expected = r.store.require_info(out)?.nar_hash;
-    Ok((out.clone(), expected, actual))
 }

@@ -91,6 +91,24 @@ pub struct Options {
     pub check: bool,
     /// Take missing outputs from the binary caches when they have them.
     pub substitute: bool,
+    /// How a check rebuild differs from the first build, to shake out
+    /// nondeterminism (`buildit check`). Ordinary builds use the default: none.
+    pub variation: Variation,
+    /// A check rebuild whose output differs is kept under `var/check/` (outside
+    /// the store) so that it can be compared with the registered one.
+    pub keep_differing: bool,
+}
+
+/// Changes to the build environment that must not change a reproducible
+/// output. `/build`, the uid, the hostname and `SOURCE_DATE_EPOCH` stay fixed:
+/// those are part of the sandbox's contract, not nondeterminism.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Variation {
+    /// Pass the environment to the builder in reverse order.
+    pub reverse_env: bool,
+    /// Build in a tmpfs rather than on the store's filesystem: another
+    /// filesystem returns directory entries in another order.
+    pub build_dir_tmpfs: bool,
 }
 
 impl Default for Options {
@@ -105,6 +123,8 @@ impl Default for Options {
             keep_failed: false,
             check: false,
             substitute: true,
+            variation: Variation::default(),
+            keep_differing: false,
         }
     }
 }
@@ -130,6 +150,8 @@ pub struct CheckedOutput {
     pub output: StorePath,
     pub expected: Hash,
     pub actual: Hash,
+    /// The differing rebuild, kept (with `keep_differing`).
+    pub rebuilt: Option<PathBuf>,
 }
 
 impl CheckedOutput {

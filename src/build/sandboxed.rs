@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use buildit_store::{Derivation, Hash, HashAlgo, PathInfo, StorePath};
+use buildit_store::{Derivation, Hash, PathInfo, StorePath};
 
 use super::events::Event;
 use super::log::{create_log, tail, LogPump};
@@ -31,7 +31,15 @@ pub enum Built {
     Registered,
     /// Registered, with something the user should know (e.g. layers merged).
     Noted(String),
-    Checked(Vec<(StorePath, Hash, Hash)>),
+    Checked(Vec<Compared>),
+}
+
+/// One output rebuilt in a check.
+pub struct Compared {
+    pub output: StorePath,
+    pub expected: Hash,
+    pub actual: Hash,
+    pub rebuilt: Option<PathBuf>,
 }
 
 /// The outputs of `drv`: (output id, path).
@@ -193,8 +201,12 @@ impl Realiser<'_> {
             .iter()
             .map(|(_, p, t)| (t.path().to_path_buf(), p.to_absolute()))
             .collect();
-        spec.writable
-            .push((build_dir.path().to_path_buf(), "/build".into()));
+        if self.options.variation.build_dir_tmpfs {
+            spec.tmpfs.push("/build".into());
+        } else {
+            spec.writable
+                .push((build_dir.path().to_path_buf(), "/build".into()));
+        }
         spec.cwd = "/build".into();
         spec.env = self.build_env(drv);
         spec.timeout = self.options.timeout;
@@ -330,10 +342,7 @@ impl Realiser<'_> {
         if check {
             let mut compared = Vec::new();
             for (path, _, t) in &results {
-                buildit_store::local::normalise(t)?;
-                let (actual, _) = buildit_store::nar::hash_path(t, HashAlgo::Sha256)?;
-                let expected = self.store.require_info(path)?.nar_hash;
-                compared.push((path.clone(), expected, actual));
+                compared.push(self.compare_rebuilt(drv_path, path, t)?);
             }
             return Ok(Built::Checked(compared));
         }
@@ -368,7 +377,11 @@ impl Realiser<'_> {
         for k in ["TMPDIR", "TEMPDIR", "TMP", "TEMP", "NIX_BUILD_TOP", "PWD"] {
             env.insert(k.into(), "/build".into());
         }
-        env.into_iter().collect()
+        let mut env: Vec<_> = env.into_iter().collect();
+        if self.options.variation.reverse_env {
+            env.reverse();
+        }
+        env
     }
 
     /// Move a failed build's directory out of the temp area (which is cleaned on

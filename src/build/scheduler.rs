@@ -174,13 +174,12 @@ impl Realiser<'_> {
                 Ok(Built::Checked(outputs)) => {
                     report
                         .checked
-                        .extend(outputs.into_iter().map(|(output, expected, actual)| {
-                            CheckedOutput {
-                                drv: step.drv_path.clone(),
-                                output,
-                                expected,
-                                actual,
-                            }
+                        .extend(outputs.into_iter().map(|c| CheckedOutput {
+                            drv: step.drv_path.clone(),
+                            output: c.output,
+                            expected: c.expected,
+                            actual: c.actual,
+                            rebuilt: c.rebuilt,
                         }));
                 }
                 Err(BuildError::Cancelled { drv }) => report.cancelled.push(drv),
@@ -388,7 +387,7 @@ impl Realiser<'_> {
         };
         let reason = result.as_ref().err().map(|e| e.reason());
         let mismatch = match &result {
-            Ok(Built::Checked(outs)) if outs.iter().any(|(_, e, a)| e != a) => {
+            Ok(Built::Checked(outs)) if outs.iter().any(|c| c.expected != c.actual) => {
                 Some("output differs from the registered one".to_string())
             }
             _ => None,

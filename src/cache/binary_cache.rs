@@ -167,6 +167,47 @@ impl BinaryCache {
         })
     }
 
+    /// Download the NAR of `info` and unpack it at `target` (outside the store,
+    /// e.g. to compare it with a local build); the NAR hash is verified on the
+    /// way, and nothing is left at `target` on a mismatch.
+    pub fn restore_nar(&self, info: &NarInfo, target: &std::path::Path) -> Result<(), CacheError> {
+        let body = self.backend.get(&info.url)?.ok_or_else(|| {
+            self.err(format!(
+                "{}: the NAR {} is missing",
+                info.store_path, info.url
+            ))
+        })?;
+        let nar: Box<dyn Read> = match &info.compression {
+            Compression::None => body,
+            Compression::Zstd => {
+                Box::new(zstd::Decoder::new(body).map_err(|e| self.err(e.to_string()))?)
+            }
+            Compression::Xz => Box::new(liblzma::read::XzDecoder::new(body)),
+            other => {
+                return Err(self.err(format!(
+                    "{}: compression '{}' is not supported (zstd, xz, none)",
+                    info.store_path,
+                    other.as_str()
+                )))
+            }
+        };
+        let mut hashing = buildit_store::hash::HashingReader::new(nar, info.nar_hash.algo());
+        let restored = buildit_store::nar::restore(&mut hashing, target);
+        let (actual, _, _) = hashing.finish();
+        let fail = |why: String| {
+            let _ = buildit_store::local::remove_tree(target);
+            self.err(format!("{}: {why}", info.store_path))
+        };
+        restored.map_err(|e| fail(e.to_string()))?;
+        if actual != info.nar_hash {
+            return Err(fail(format!(
+                "NAR hash mismatch: narinfo says {}, the NAR is {actual}",
+                info.nar_hash
+            )));
+        }
+        Ok(())
+    }
+
     /// Upload the closure of `paths` that the cache does not have, references
     /// before referrers, each NAR before its narinfo; returns what was uploaded.
     pub fn push(

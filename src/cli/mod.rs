@@ -1,7 +1,9 @@
 //! Command-line interface: argument parsing (clap) and rendering. Each command
 //! group has its own module with `Args` and `exec`; the work itself is in `ops`.
 
+mod check;
 mod debian;
+mod diff;
 mod eval;
 mod image;
 mod lock;
@@ -50,6 +52,13 @@ enum Command {
     /// Build derivations (or a spec directory's packages) in sandboxes; `--check`
     /// rebuilds valid outputs and compares.
     Realise(realise::RealiseArgs),
+    /// Explain why two builds differ: derivations (.drv, spec directories, lock
+    /// files) by their causes, outputs (store paths, NARs, directories, images)
+    /// file by file. Exit 0 same, 1 different, 2 trouble.
+    Diff(diff::Args),
+    /// Rebuild outputs with variations (and compare with binary caches): are they
+    /// reproducible, and if not, how do the builds differ? Exit 0 yes, 1 no, 2 error.
+    Check(check::Args),
     /// Evaluate a spec directory and build it (`buildit DIR` means the same).
     Build(realise::BuildDirArgs),
     /// Print the log of the last build of a derivation (or of an output's deriver).
@@ -114,6 +123,8 @@ pub fn main() -> ExitCode {
         Command::ShowDerivation(args) => show_derivation::exec(&global, args),
         Command::Realise(args) => realise::exec_realise(&global, args),
         Command::Build(args) => realise::exec_build(&global, args),
+        Command::Check(args) => check::exec(&global, args),
+        Command::Diff(args) => diff::exec(&global, args),
         Command::Log(args) => log::exec(&global, args),
         Command::Image(args) => image::exec(&global, args),
         Command::Push(args) => push::exec(&global, args),

@@ -82,7 +82,7 @@ pub struct BuildArgs {
 
 impl BuildArgs {
     /// The caches to substitute from: the config's, `--cache`, `--discover`.
-    fn caches(&self, config: Option<&Config>) -> CliResult<Vec<BinaryCache>> {
+    pub(super) fn caches(&self, config: Option<&Config>) -> CliResult<Vec<BinaryCache>> {
         if self.no_substitute {
             return Ok(Vec::new());
         }
@@ -124,7 +124,7 @@ impl BuildArgs {
                 .is_some_and(|d| cache_ops::parse_discover(d).1)
     }
 
-    fn options(&self, check: bool) -> Options {
+    pub(super) fn options(&self, check: bool) -> Options {
         let mut o = Options {
             jobs: self.jobs.max(1),
             keep_going: self.keep_going,
@@ -141,7 +141,15 @@ impl BuildArgs {
         o
     }
 
-    fn sources(&self) -> SourceOptions {
+    pub(super) fn print_build_logs(&self) -> bool {
+        self.print_build_logs
+    }
+
+    pub(super) fn keep_going(&self) -> bool {
+        self.keep_going
+    }
+
+    pub(super) fn sources(&self) -> SourceOptions {
         SourceOptions {
             fetch: FetchOptions {
                 deb_dirs: self.deb_dirs.clone(),
@@ -184,44 +192,7 @@ fn is_spec_dir(arg: &str) -> bool {
 
 pub fn exec_realise(global: &Global, args: RealiseArgs) -> CliResult<()> {
     let store = global.open_store()?;
-    let mut drvs = Vec::new();
-    let mut spec_loaded: Option<Spec> = None;
-    for t in &args.targets {
-        if is_spec_dir(t) {
-            let loaded = spec::load(Path::new(t))?;
-            let plan = spec::eval(&loaded, &store)?;
-            drvs.extend(
-                plan.packages
-                    .iter()
-                    .filter(|p| p.direct)
-                    .map(|p| p.drv.clone()),
-            );
-            drvs.extend(plan.images.iter().map(|i| i.drv.clone()));
-            spec_loaded = Some(loaded);
-        } else {
-            let (p, _) = store.resolve(t)?;
-            if !p.is_derivation() {
-                return Err(CliError::usage(
-                    format!("{t} is not a derivation (.drv) or a spec directory"),
-                    Some("`buildit eval DIR` prints the derivations of a spec"),
-                ));
-            }
-            if !store.is_valid(&p)? {
-                return Err(CliError::usage(format!("{p} is not in the store"), None));
-            }
-            drvs.push(p);
-        }
-    }
-    // Without a spec, the configuration that applies where buildit runs (the
-    // current directory, its parents, then the user's).
-    let config = match spec_loaded.and_then(|s| s.config) {
-        Some(c) => Some(c),
-        None => std::env::current_dir()
-            .ok()
-            .and_then(|d| config::find_config(&d))
-            .map(|p| Config::load(&p))
-            .transpose()?,
-    };
+    let (drvs, config) = resolve_targets(&store, &args.targets)?;
     let targets: Vec<Target> = drvs
         .into_iter()
         .map(|drv| Target {
@@ -444,7 +415,7 @@ fn run(
 }
 
 /// What was built, what failed and why, on stderr.
-fn summarise(report: &Report, keep_going: bool) -> CliResult<()> {
+pub(super) fn summarise(report: &Report, keep_going: bool) -> CliResult<()> {
     let mut err = std::io::stderr().lock();
     for f in &report.failed {
         writeln!(err, "error: {} failed: {}", f.name, f.reason)?;
@@ -524,9 +495,56 @@ fn check_result(report: &Report) -> CliResult<()> {
     Ok(())
 }
 
+/// `.drv` paths, or spec directories (evaluated: their packages and images), and
+/// the configuration that applies.
+pub(super) fn resolve_targets(
+    store: &LocalStore,
+    args: &[String],
+) -> CliResult<(Vec<StorePath>, Option<Config>)> {
+    let mut drvs = Vec::new();
+    let mut spec_loaded: Option<Spec> = None;
+    for t in args {
+        if is_spec_dir(t) {
+            let loaded = spec::load(Path::new(t))?;
+            let plan = spec::eval(&loaded, store)?;
+            drvs.extend(
+                plan.packages
+                    .iter()
+                    .filter(|p| p.direct)
+                    .map(|p| p.drv.clone()),
+            );
+            drvs.extend(plan.images.iter().map(|i| i.drv.clone()));
+            spec_loaded = Some(loaded);
+        } else {
+            let (p, _) = store.resolve(t)?;
+            if !p.is_derivation() {
+                return Err(CliError::usage(
+                    format!("{t} is not a derivation (.drv) or a spec directory"),
+                    Some("`buildit eval DIR` prints the derivations of a spec"),
+                ));
+            }
+            if !store.is_valid(&p)? {
+                return Err(CliError::usage(format!("{p} is not in the store"), None));
+            }
+            drvs.push(p);
+        }
+    }
+    // Without a spec, the configuration that applies where buildit runs (the
+    // current directory, its parents, then the user's).
+    let config = match spec_loaded.and_then(|s| s.config) {
+        Some(c) => Some(c),
+        None => std::env::current_dir()
+            .ok()
+            .and_then(|d| config::find_config(&d))
+            .map(|p| Config::load(&p))
+            .transpose()?,
+    };
+    Ok((drvs, config))
+}
+
 /// Ctrl-C (or SIGTERM) stops the realisation cleanly: sandboxes are killed and
 /// temp trees removed; a second signal ends buildit at once.
-fn on_interrupt_cancel_builds() {
+pub(super) fn on_interrupt_cancel_builds() {
     use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
     extern "C" fn handle(sig: libc::c_int) {
         if crate::build::INTERRUPTED.swap(true, std::sync::atomic::Ordering::Relaxed) {

@@ -394,12 +394,14 @@ fn setup_root(plan: &Plan) -> Res {
         tmpfs(&tmp, nosuid_nodev, "mode=1777")?;
     }
     for b in &plan.binds {
+        let target = root.join(b.dst.trim_start_matches('/'));
+        if b.tmpfs {
+            mount_point(&root, &b.dst, true)?;
+            tmpfs(&target, nosuid_nodev, "mode=0755")?;
+            continue;
+        }
         mount_point(&root, &b.dst, b.src.is_dir())?;
-        bind(
-            &b.src,
-            &root.join(b.dst.trim_start_matches('/')),
-            !b.writable,
-        )?;
+        bind(&b.src, &target, !b.writable)?;
     }
 
     setup_dev(plan, &root.join("dev"))?;

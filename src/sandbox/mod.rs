@@ -60,6 +60,10 @@ pub struct SandboxSpec {
     pub read_only: Vec<(PathBuf, String)>,
     /// Writable binds (physical, absolute logical path): the output dir, `/build`.
     pub writable: Vec<(PathBuf, String)>,
+    /// Absolute logical paths that get a fresh, empty, writable tmpfs (gone when
+    /// the sandbox ends). `buildit check` builds in one to vary the filesystem,
+    /// and with it the order `readdir` returns entries in.
+    pub tmpfs: Vec<String>,
     /// The complete environment: nothing is inherited.
     pub env: Vec<(String, String)>,
     /// Working directory inside.
@@ -93,6 +97,7 @@ impl SandboxSpec {
             store_paths: Vec::new(),
             read_only: Vec::new(),
             writable: Vec::new(),
+            tmpfs: Vec::new(),
             env: Vec::new(),
             cwd: "/".into(),
             argv: argv.into_iter().map(Into::into).collect(),
@@ -147,6 +152,8 @@ pub(crate) struct Bind {
     pub src: PathBuf,
     pub dst: String,
     pub writable: bool,
+    /// A fresh tmpfs rather than a bind of `src`.
+    pub tmpfs: bool,
 }
 
 /// Everything the children need, validated and converted before `fork`.
@@ -251,8 +258,18 @@ fn plan(spec: &SandboxSpec, scratch: PathBuf, log_fd: RawFd) -> Result<Plan, San
                 src: src.clone(),
                 dst: dst.trim_end_matches('/').to_string(),
                 writable,
+                tmpfs: false,
             });
         }
+    }
+    for dst in &spec.tmpfs {
+        check_logical(dst, "tmpfs")?;
+        binds.push(Bind {
+            src: PathBuf::new(),
+            dst: dst.trim_end_matches('/').to_string(),
+            writable: true,
+            tmpfs: true,
+        });
     }
     // Parents before children; a read-only bind is made read-only right after
     // it is mounted, so a writable bind beneath it stays writable.

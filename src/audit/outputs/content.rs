@@ -1,0 +1,673 @@
+//! Why two byte strings differ, explained by what they are: compressed streams and
+//! archives are opened and their members compared (recursively), ELF files by
+//! section and symbol, text by a unified diff, anything else by hexdump windows.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Serialize;
+use similar::{ChangeTag, DiffTag, TextDiff};
+
+use super::archive::{self, Codec, MemberDiff};
+use super::elf::{self, SectionDiff, SymbolDiff};
+use super::tree::read_full;
+use super::{io_at, DiffOptions, OutputDiffError};
+
+/// Containers nested deeper than this (a .deb holding a tar.xz holding a .a holding
+/// an ELF is 4) are shown as bytes.
+pub(crate) const MAX_DEPTH: usize = 4;
+
+/// Files (and decompressed streams) up to this size are explained in memory; larger
+/// files only get hexdump windows, streamed.
+pub(crate) const MAX_IN_MEMORY: u64 = 128 << 20;
+
+/// Text is what has no NUL here and is valid UTF-8 throughout.
+const TEXT_SNIFF: usize = 8192;
+
+/// Longer diff lines (minified code) are cut: the line number already says where.
+const MAX_LINE_CHARS: usize = 300;
+
+/// A pathological pair must not stall the whole diff in Myers' worst case.
+const TEXT_DIFF_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Context rows around differing hexdump rows, and the most rows in one window.
+const HEX_CONTEXT_ROWS: usize = 1;
+const HEX_MAX_ROWS: usize = 8;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ContentDiff {
+    Text {
+        /// Changed lines of the second file ("12", "12–14, 40"); pure deletions
+        /// by the first file's line numbers, marked "(deleted)".
+        lines: String,
+        /// Unified diff lines, hunk headers included.
+        diff: Vec<String>,
+        /// Diff lines left out beyond the cap.
+        omitted: usize,
+    },
+    Binary {
+        size_a: u64,
+        size_b: u64,
+        /// Bytes that differ at the same offset, plus the length difference.
+        differing_bytes: u64,
+        windows: Vec<HexWindow>,
+        /// More differing regions exist than windows shown.
+        more: bool,
+    },
+    Compressed {
+        /// "gzip", "xz", "zstd".
+        format: String,
+        /// `None`: the decompressed bytes are equal (only the framing differs, e.g.
+        /// gzip's mtime or file name).
+        inner: Option<Box<ContentDiff>>,
+        /// The streams were cut at the in-memory cap before comparing.
+        truncated: bool,
+    },
+    Archive {
+        /// "tar", "ar".
+        format: String,
+        members: Vec<MemberDiff>,
+        /// Differing members left out of `members`.
+        omitted: usize,
+        /// Members equal on both sides.
+        same: usize,
+    },
+    Elf {
+        sections: Vec<SectionDiff>,
+        symbols: Vec<SymbolDiff>,
+        omitted_symbols: usize,
+        /// GNU build IDs (hex) of both files, when they differ.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        build_id: Option<[String; 2]>,
+        /// Set when no section or symbol differs: the headers differ, shown as bytes.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        headers: Option<Box<ContentDiff>>,
+    },
+}
+
+/// Consecutive hexdump rows around differing bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HexWindow {
+    pub offset: u64,
+    pub rows: Vec<HexRow>,
+}
+
+/// 16 bytes at `offset`: hex and printable ASCII, of each side (empty past its end).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HexRow {
+    pub offset: u64,
+    pub a: String,
+    pub b: String,
+}
+
+impl HexRow {
+    pub fn differs(&self) -> bool {
+        self.a != self.b
+    }
+}
+
+/// Explain two regular files that differ.
+pub(crate) fn explain_files(
+    a: &Path,
+    b: &Path,
+    opts: &DiffOptions,
+) -> Result<ContentDiff, OutputDiffError> {
+    let size = |p: &Path| Ok(std::fs::metadata(p).map_err(io_at(p))?.len());
+    let (sa, sb) = (size(a)?, size(b)?);
+    if sa <= MAX_IN_MEMORY && sb <= MAX_IN_MEMORY {
+        let da = std::fs::read(a).map_err(io_at(a))?;
+        let db = std::fs::read(b).map_err(io_at(b))?;
+        return Ok(explain_bytes(&da, &db, opts, 0));
+    }
+    stream_hex(a, b, opts)
+}
+
+/// Explain two byte strings that differ.
+pub(crate) fn explain_bytes(a: &[u8], b: &[u8], opts: &DiffOptions, depth: usize) -> ContentDiff {
+    if depth < MAX_DEPTH {
+        if let Some(d) = explain_container(a, b, opts, depth) {
+            return d;
+        }
+    }
+    if is_text(a) && is_text(b) {
+        // is_text checked UTF-8 validity.
+        let (ta, tb) = (
+            std::str::from_utf8(a).unwrap_or_default(),
+            std::str::from_utf8(b).unwrap_or_default(),
+        );
+        return text_diff(ta, tb, opts);
+    }
+    hex_diff(a, b, opts)
+}
+
+fn explain_container(a: &[u8], b: &[u8], opts: &DiffOptions, depth: usize) -> Option<ContentDiff> {
+    if let (Some(ca), Some(cb)) = (Codec::sniff(a), Codec::sniff(b)) {
+        if ca == cb {
+            // A corrupt stream is shown as the bytes it is.
+            let (da, ta) = archive::decompress(ca, a, MAX_IN_MEMORY).ok()?;
+            let (db, tb) = archive::decompress(cb, b, MAX_IN_MEMORY).ok()?;
+            let inner = (da != db).then(|| Box::new(explain_bytes(&da, &db, opts, depth + 1)));
+            return Some(ContentDiff::Compressed {
+                format: ca.name().into(),
+                inner,
+                truncated: ta || tb,
+            });
+        }
+    }
+    if archive::is_tar(a) && archive::is_tar(b) {
+        if let Some(d) = archive::diff_tar(a, b, opts, depth) {
+            return Some(d);
+        }
+    }
+    if archive::is_ar(a) && archive::is_ar(b) {
+        if let Some(d) = archive::diff_ar(a, b, opts, depth) {
+            return Some(d);
+        }
+    }
+    if elf::is_elf(a) && elf::is_elf(b) {
+        return elf::diff_elf(a, b, opts, depth);
+    }
+    None
+}
+
+pub(crate) fn is_text(d: &[u8]) -> bool {
+    !d[..d.len().min(TEXT_SNIFF)].contains(&0) && std::str::from_utf8(d).is_ok()
+}
+
+/// Unified diff with line numbers in the hunk headers and a one-line summary of
+/// which lines changed.
+pub(crate) fn text_diff(a: &str, b: &str, opts: &DiffOptions) -> ContentDiff {
+    let diff = TextDiff::configure()
+        .timeout(TEXT_DIFF_TIMEOUT)
+        .diff_lines(a, b);
+    let mut ranges = Vec::new();
+    for op in diff.ops() {
+        if op.tag() == DiffTag::Equal {
+            continue;
+        }
+        let new = op.new_range();
+        if new.is_empty() {
+            let old = op.old_range();
+            ranges.push(format!("{} (deleted)", line_range(old.start + 1, old.end)));
+        } else {
+            ranges.push(line_range(new.start + 1, new.end));
+        }
+    }
+    let mut lines = Vec::new();
+    for hunk in diff
+        .unified_diff()
+        .context_radius(opts.context)
+        .iter_hunks()
+    {
+        lines.push(hunk.header().to_string());
+        for change in hunk.iter_changes() {
+            let sign = match change.tag() {
+                ChangeTag::Delete => '-',
+                ChangeTag::Insert => '+',
+                ChangeTag::Equal => ' ',
+            };
+            let value = change.value();
+            let value = value.strip_suffix('\n').unwrap_or(value);
+            lines.push(format!("{sign}{}", clip(value)));
+            if change.missing_newline() {
+                lines.push("\\ No newline at end of file".into());
+            }
+        }
+    }
+    let omitted = lines.len().saturating_sub(opts.max_text_lines);
+    lines.truncate(opts.max_text_lines);
+    ContentDiff::Text {
+        lines: ranges.join(", "),
+        diff: lines,
+        omitted,
+    }
+}
+
+fn line_range(first: usize, last: usize) -> String {
+    if first >= last {
+        first.to_string()
+    } else {
+        format!("{first}–{last}")
+    }
+}
+
+fn clip(s: &str) -> String {
+    match s.char_indices().nth(MAX_LINE_CHARS) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+/// Collects hexdump windows over one or more aligned chunks of both sides.
+struct HexState {
+    windows: Vec<HexWindow>,
+    max: usize,
+    more: bool,
+    differing: u64,
+}
+
+impl HexState {
+    fn new(max: usize) -> HexState {
+        HexState {
+            windows: Vec::new(),
+            max,
+            more: false,
+            differing: 0,
+        }
+    }
+
+    /// `a` and `b` start at `base` (a multiple of 16) and are equally long except
+    /// at the end of the shorter file. Windows do not cross chunk boundaries.
+    fn feed(&mut self, base: u64, a: &[u8], b: &[u8]) {
+        let common = a.len().min(b.len());
+        let longest = a.len().max(b.len());
+        self.differing += (longest - common) as u64;
+        let rows = longest.div_ceil(16);
+        let mut diff_rows = Vec::new();
+        for r in 0..rows {
+            let (x, y) = (row(a, r), row(b, r));
+            if x != y {
+                self.differing += x.iter().zip(y).filter(|(p, q)| p != q).count() as u64;
+                diff_rows.push(r);
+            }
+        }
+        let mut k = 0;
+        while k < diff_rows.len() {
+            if self.windows.len() >= self.max {
+                self.more = true;
+                return;
+            }
+            let first = diff_rows[k];
+            let start = first.saturating_sub(HEX_CONTEXT_ROWS);
+            // Extend over differing rows close enough to share context.
+            let mut last = first;
+            k += 1;
+            while k < diff_rows.len()
+                && diff_rows[k] <= last + 2 * HEX_CONTEXT_ROWS + 1
+                && diff_rows[k] + HEX_CONTEXT_ROWS < start + HEX_MAX_ROWS
+            {
+                last = diff_rows[k];
+                k += 1;
+            }
+            let end = (last + HEX_CONTEXT_ROWS + 1).min(rows);
+            let rows: Vec<HexRow> = (start..end)
+                .map(|r| HexRow {
+                    offset: base + (r * 16) as u64,
+                    a: hex_row(row(a, r)),
+                    b: hex_row(row(b, r)),
+                })
+                .collect();
+            self.windows.push(HexWindow {
+                offset: base + (first * 16) as u64,
+                rows,
+            });
+        }
+    }
+}
+
+/// Row `r` (16 bytes) of `d`, short or empty at its end.
+fn row(d: &[u8], r: usize) -> &[u8] {
+    let s = (r * 16).min(d.len());
+    &d[s..(s + 16).min(d.len())]
+}
+
+fn hex_row(d: &[u8]) -> String {
+    if d.is_empty() {
+        return String::new();
+    }
+    let mut s = String::with_capacity(70);
+    for i in 0..16 {
+        match d.get(i) {
+            Some(x) => s.push_str(&format!("{x:02x} ")),
+            None => s.push_str("   "),
+        }
+        if i == 7 {
+            s.push(' ');
+        }
+    }
+    s.push('|');
+    s.extend(d.iter().map(|&c| {
+        if c.is_ascii_graphic() || c == b' ' {
+            c as char
+        } else {
+            '.'
+        }
+    }));
+    s.push('|');
+    s
+}
+
+pub(crate) fn hex_diff(a: &[u8], b: &[u8], opts: &DiffOptions) -> ContentDiff {
+    let mut st = HexState::new(opts.max_hex_windows);
+    st.feed(0, a, b);
+    ContentDiff::Binary {
+        size_a: a.len() as u64,
+        size_b: b.len() as u64,
+        differing_bytes: st.differing,
+        windows: st.windows,
+        more: st.more,
+    }
+}
+
+/// Hexdump windows of files too large to hold, read in aligned chunks.
+fn stream_hex(a: &Path, b: &Path, opts: &DiffOptions) -> Result<ContentDiff, OutputDiffError> {
+    const CHUNK: usize = 1 << 20;
+    let mut fa = File::open(a).map_err(io_at(a))?;
+    let mut fb = File::open(b).map_err(io_at(b))?;
+    let (mut ba, mut bb) = (vec![0u8; CHUNK], vec![0u8; CHUNK]);
+    let mut st = HexState::new(opts.max_hex_windows);
+    let (mut sa, mut sb, mut base) = (0u64, 0u64, 0u64);
+    loop {
+        let na = read_full(&mut fa, &mut ba).map_err(io_at(a))?;
+        let nb = read_full(&mut fb, &mut bb).map_err(io_at(b))?;
+        if na == 0 && nb == 0 {
+            break;
+        }
+        sa += na as u64;
+        sb += nb as u64;
+        st.feed(base, &ba[..na], &bb[..nb]);
+        base += CHUNK as u64;
+    }
+    Ok(ContentDiff::Binary {
+        size_a: sa,
+        size_b: sb,
+        differing_bytes: st.differing,
+        windows: st.windows,
+        more: st.more,
+    })
+}
+
+/// Pretty-printed, key-sorted JSON of both documents compared as text; `None`
+/// when equal.
+pub(crate) fn json_diff(
+    a: &serde_json::Value,
+    b: &serde_json::Value,
+    opts: &DiffOptions,
+) -> Option<ContentDiff> {
+    let pretty = |v: &serde_json::Value| {
+        let mut v = v.clone();
+        v.sort_all_objects();
+        serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
+    };
+    let (ta, tb) = (pretty(a), pretty(b));
+    (ta != tb).then(|| text_diff(&ta, &tb, opts))
+}
+
+/// Read at most `cap` bytes; whether more were left.
+pub(crate) fn read_capped(r: impl Read, cap: u64) -> std::io::Result<(Vec<u8>, bool)> {
+    let mut out = Vec::new();
+    let n = r.take(cap + 1).read_to_end(&mut out)?;
+    if n as u64 > cap {
+        out.truncate(cap as usize);
+        return Ok((out, true));
+    }
+    Ok((out, false))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::archive::{MemberChange, MetaField};
+    use super::*;
+    use std::io::Write;
+
+    fn numbered(n: usize, changed: Option<usize>) -> String {
+        (1..=n)
+            .map(|i| {
+                if Some(i) == changed {
+                    format!("line {i} CHANGED\n")
+                } else {
+                    format!("line {i}\n")
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn text_diff_names_lines_and_numbers_hunks() {
+        let o = DiffOptions::default();
+        match text_diff(&numbered(30, None), &numbered(30, Some(12)), &o) {
+            ContentDiff::Text {
+                lines,
+                diff,
+                omitted,
+            } => {
+                assert_eq!(lines, "12");
+                assert_eq!(diff[0], "@@ -9,7 +9,7 @@");
+                assert!(diff.contains(&"-line 12".to_string()));
+                assert!(diff.contains(&"+line 12 CHANGED".to_string()));
+                assert_eq!(omitted, 0);
+            }
+            other => panic!("{other:?}"),
+        }
+        // Several ranges, a deletion, and the cap on shown lines.
+        let a = numbered(60, None);
+        let b = a
+            .replace("line 12\nline 13\nline 14\n", "x\ny\nz\n")
+            .replace("line 40\n", "");
+        let capped = DiffOptions {
+            max_text_lines: 5,
+            ..o
+        };
+        match text_diff(&a, &b, &capped) {
+            ContentDiff::Text {
+                lines,
+                diff,
+                omitted,
+            } => {
+                assert_eq!(lines, "12–14, 40 (deleted)");
+                assert_eq!(diff.len(), 5);
+                assert!(omitted > 0);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn hex_windows_at_differing_offsets() {
+        let a = vec![0u8; 4096];
+        let mut b = a.clone();
+        b[100] = 1;
+        b[3000] = 2;
+        b[3001] = 3;
+        match explain_bytes(&a, &b, &DiffOptions::default(), 0) {
+            ContentDiff::Binary {
+                differing_bytes,
+                windows,
+                more,
+                ..
+            } => {
+                assert_eq!(differing_bytes, 3);
+                assert!(!more);
+                assert_eq!(windows.len(), 2);
+                assert_eq!(windows[0].offset, 0x60);
+                // One row of context before and after.
+                let offs: Vec<u64> = windows[0].rows.iter().map(|r| r.offset).collect();
+                assert_eq!(offs, [0x50, 0x60, 0x70]);
+                assert!(windows[0].rows[1].differs() && !windows[0].rows[0].differs());
+                assert_eq!(windows[1].offset, 0xbb0);
+                assert!(windows[1].rows[1]
+                    .b
+                    .starts_with("00 00 00 00 00 00 00 00  02 03"));
+            }
+            other => panic!("{other:?}"),
+        }
+        // The window cap, and a length difference counting as differing bytes.
+        let mut c = vec![0u8; 4096 + 10];
+        for i in (0..4096).step_by(512) {
+            c[i] = 9;
+        }
+        let o = DiffOptions {
+            max_hex_windows: 2,
+            ..DiffOptions::default()
+        };
+        match hex_diff(&a, &c, &o) {
+            ContentDiff::Binary {
+                differing_bytes,
+                windows,
+                more,
+                ..
+            } => {
+                assert_eq!(differing_bytes, 8 + 10);
+                assert_eq!(windows.len(), 2);
+                assert!(more);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, data) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_mtime(1);
+            h.set_cksum();
+            b.append_data(&mut h, name, *data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn gzip(data: &[u8], mtime: u32) -> Vec<u8> {
+        let mut e = flate2::GzBuilder::new()
+            .mtime(mtime)
+            .write(Vec::new(), flate2::Compression::fast());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn gzip_of_tar_names_the_changed_member_and_line() {
+        let a = gzip(
+            &tar_of(&[("etc/a.conf", b"x\n"), ("etc/b.conf", b"one\ntwo\nthree\n")]),
+            0,
+        );
+        let b = gzip(
+            &tar_of(&[
+                ("etc/a.conf", b"x\n"),
+                ("etc/b.conf", b"one\n2\nthree\n"),
+                ("etc/c", b""),
+            ]),
+            0,
+        );
+        let d = explain_bytes(&a, &b, &DiffOptions::default(), 0);
+        let ContentDiff::Compressed {
+            format,
+            inner: Some(inner),
+            ..
+        } = &d
+        else {
+            panic!("{d:?}")
+        };
+        assert_eq!(format, "gzip");
+        let ContentDiff::Archive {
+            format,
+            members,
+            same,
+            ..
+        } = &**inner
+        else {
+            panic!("{inner:?}")
+        };
+        assert_eq!(format, "tar");
+        assert_eq!(*same, 1);
+        assert_eq!(members.len(), 2);
+        assert_eq!(members[0].name, "etc/b.conf");
+        match &members[0].change {
+            MemberChange::Changed {
+                meta,
+                content: Some(c),
+            } => {
+                assert_eq!(meta.len(), 1);
+                assert_eq!(meta[0].field, "size");
+                assert!(matches!(&**c, ContentDiff::Text { lines, .. } if lines == "2"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(members[1].name, "etc/c");
+        assert!(matches!(members[1].change, MemberChange::Added { size: 0 }));
+        assert_eq!(
+            crate::audit::outputs::render::summary(&d),
+            "gzip → tar: 1 member changed, 1 added"
+        );
+
+        // Same tar, another gzip mtime: only the header differs.
+        let t = tar_of(&[("f", b"1")]);
+        let d = explain_bytes(&gzip(&t, 1), &gzip(&t, 2), &DiffOptions::default(), 0);
+        assert!(
+            matches!(d, ContentDiff::Compressed { inner: None, .. }),
+            "{d:?}"
+        );
+    }
+
+    fn ar_of(members: &[(&str, u64, &[u8])]) -> Vec<u8> {
+        let mut out = b"!<arch>\n".to_vec();
+        for (name, mtime, data) in members {
+            let h = format!(
+                "{:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n",
+                format!("{name}/"),
+                mtime,
+                0,
+                0,
+                "100644",
+                data.len()
+            );
+            assert_eq!(h.len(), 60);
+            out.extend_from_slice(h.as_bytes());
+            out.extend_from_slice(data);
+            if data.len() % 2 == 1 {
+                out.push(b'\n');
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn ar_member_change_with_header_fields() {
+        let a = ar_of(&[("debian-binary", 0, b"2.0\n"), ("x.o", 5, b"abc")]);
+        let b = ar_of(&[("debian-binary", 0, b"2.0\n"), ("x.o", 6, b"abd")]);
+        let d = explain_bytes(&a, &b, &DiffOptions::default(), 0);
+        let ContentDiff::Archive {
+            format,
+            members,
+            same,
+            ..
+        } = &d
+        else {
+            panic!("{d:?}")
+        };
+        assert_eq!((format.as_str(), *same, members.len()), ("ar", 1, 1));
+        assert_eq!(members[0].name, "x.o");
+        match &members[0].change {
+            MemberChange::Changed {
+                meta,
+                content: Some(c),
+            } => {
+                assert_eq!(
+                    meta[0],
+                    MetaField {
+                        field: "mtime".into(),
+                        from: "5".into(),
+                        to: "6".into()
+                    }
+                );
+                assert!(matches!(&**c, ContentDiff::Text { .. }));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn json_documents_compared_pretty() {
+        let a = serde_json::json!({"config": {"Env": ["A=1"]}, "z": 1});
+        let b = serde_json::json!({"z": 1, "config": {"Env": ["A=2"]}});
+        assert!(json_diff(&a, &a.clone(), &DiffOptions::default()).is_none());
+        match json_diff(&a, &b, &DiffOptions::default()) {
+            Some(ContentDiff::Text { lines, .. }) => assert_eq!(lines, "4"),
+            other => panic!("{other:?}"),
+        }
+    }
+}

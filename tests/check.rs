@@ -1,0 +1,249 @@
+//! `buildit check`: recipes made nondeterministic on purpose (the time, a random
+//! number, the core count, readdir order, environment order) are each caught, and
+//! the diff names the file and the differing bytes; a deterministic recipe, GNU
+//! hello and zlib are reproducible. Exit status 0 / 1 / 2.
+
+mod common;
+
+use std::path::Path;
+
+use common::build::*;
+
+/// (package, install script): each writes one file that a rebuild changes.
+const NONDETERMINISTIC: [(&str, &str); 5] = [
+    ("nd-date", "date +%s.%N > $out/usr/share/nd/stamp"),
+    (
+        "nd-random",
+        "od -An -N16 -tx1 /dev/urandom > $out/usr/share/nd/random",
+    ),
+    (
+        "nd-cores",
+        "echo \"built with $NIX_BUILD_CORES cores\" > $out/usr/share/nd/cores",
+    ),
+    (
+        "nd-readdir",
+        "mkdir d && for i in $(seq 1 40); do : > d/file$i; done\n    \
+         ls -U d > $out/usr/share/nd/order",
+    ),
+    ("nd-env", "env | grep -v '^_=' > $out/usr/share/nd/env"),
+];
+
+fn recipe(name: &str, install: &str) -> String {
+    format!(
+        "name: {name}\nversion: \"1\"\ndescription: a test recipe\n\
+         sources:\n  - url: https://ftp.gnu.org/gnu/hello/hello-2.10.tar.gz\n    \
+         sha256: 31e066137a962676e89f69d1b65382de95a7ef7d914b8cb956f41ea72e0f516b\n\
+         build-root: debian-12-c\nbuild-depends: []\nruntime-depends: []\noptions: {{}}\n\
+         phases:\n  configure: ':'\n  build: ':'\n  install: |\n    \
+         mkdir -p $out/usr/share/nd\n    {install}\n"
+    )
+}
+
+/// A spec directory with the given (name, install script) packages.
+fn spec(dir: &Path, packages: &[(&str, &str)]) {
+    let mut files: Vec<(String, String)> = vec![(
+        ".buildit-config.yaml".into(),
+        "recipe-paths: [recipes]\n".into(),
+    )];
+    let mut container = String::from("- vars:\n    name: nd\n");
+    for (name, install) in packages {
+        files.push((
+            format!("recipes/test/{name}/{name}-1.yaml"),
+            recipe(name, install),
+        ));
+        container.push_str(&format!("- package:\n    recipe: test/{name}-1\n"));
+    }
+    files.push(("container.yaml".into(), container));
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    write_files(dir, &refs);
+}
+
+fn check_cmd(root: &Path, dir: &Path, extra: &[&str]) -> std::process::Command {
+    let mut args = vec![
+        "check",
+        dir.to_str().unwrap(),
+        "--source-dir",
+        sources().to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    buildit(root, &args)
+}
+
+/// The part of the check's report about `name`, up to the next package.
+fn section<'a>(out: &'a str, name: &str) -> &'a str {
+    let start = out
+        .find(&format!("{name}-1: "))
+        .unwrap_or_else(|| panic!("{name} is not in the report:\n{out}"));
+    let rest = &out[start..];
+    let end = rest[1..]
+        .find("\nnd-")
+        .or_else(|| rest[1..].find("\nsteady-"))
+        .map_or(rest.len(), |i| i + 2);
+    &rest[..end]
+}
+
+#[test]
+fn check_finds_each_kind_of_nondeterminism_and_shows_the_bytes() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("spec");
+    let mut packages = NONDETERMINISTIC.to_vec();
+    packages.push((
+        "steady",
+        "echo the same every time > $out/usr/share/nd/steady",
+    ));
+    spec(&dir, &packages);
+    let root = shared_root();
+    ok(buildit(&root, &["lock", dir.to_str().unwrap()]));
+    let out = check_cmd(&root, &dir, &["--rounds", "1", "-j2"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("6 outputs checked: 1 reproducible, 5 not"),
+        "{stderr}"
+    );
+    assert!(
+        section(&stdout, "steady").contains("reproducible (1 rebuild"),
+        "{stdout}"
+    );
+
+    // Each culprit: not reproducible, its one file named, the bytes shown.
+    let file_of = |name: &str| match name {
+        "nd-date" => "usr/share/nd/stamp",
+        "nd-random" => "usr/share/nd/random",
+        "nd-cores" => "usr/share/nd/cores",
+        "nd-readdir" => "usr/share/nd/order",
+        _ => "usr/share/nd/env",
+    };
+    for (name, _) in NONDETERMINISTIC {
+        let s = section(&stdout, name);
+        assert!(s.contains("NOT reproducible"), "{s}");
+        assert!(s.contains(file_of(name)), "{name}: the file is named:\n{s}");
+        assert!(s.contains("rebuild kept at"), "{s}");
+    }
+    let cores = section(&stdout, "nd-cores");
+    assert!(
+        cores.contains("-built with 2 cores") || cores.contains("-built with 1 cores"),
+        "{cores}"
+    );
+    assert!(cores.contains("+built with "), "{cores}");
+    let readdir = section(&stdout, "nd-readdir");
+    assert!(readdir.contains("/build on tmpfs"), "{readdir}");
+    assert!(
+        readdir.contains("+file") && readdir.contains("-file"),
+        "{readdir}"
+    );
+    let env = section(&stdout, "nd-env");
+    assert!(env.contains("environment reversed"), "{env}");
+
+    // The kept rebuild is outside the store and `buildit diff` explains it too.
+    let kept = section(&stdout, "nd-cores")
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("rebuild kept at "))
+        .unwrap()
+        .to_string();
+    assert!(kept.contains("/var/check/"), "{kept}");
+    let v: serde_json::Value = serde_json::from_str(&ok(buildit(
+        &root,
+        &["eval", dir.to_str().unwrap(), "--json"],
+    )))
+    .unwrap();
+    let cores_out = v["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "nd-cores")
+        .unwrap()["out"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let diff = buildit(&root, &["diff", &cores_out, &kept])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&diff.stdout);
+    assert_eq!(diff.status.code(), Some(1), "{text}");
+    assert!(text.contains("usr/share/nd/cores"), "{text}");
+    ok(buildit(&root, &["store", "verify", "--check-contents"]));
+}
+
+#[test]
+fn check_says_reproducible_with_status_0_and_errors_with_status_2() {
+    let t = tempfile::tempdir().unwrap();
+    let good = t.path().join("good");
+    spec(
+        &good,
+        &[(
+            "steady",
+            "echo the same every time > $out/usr/share/nd/steady",
+        )],
+    );
+    let root = shared_root();
+    ok(buildit(&root, &["lock", good.to_str().unwrap()]));
+    let out = check_cmd(&root, &good, &["--rounds", "2", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["outputs"][0]["reproducible"], true, "{v}");
+    assert_eq!(
+        v["outputs"][0]["rounds"].as_array().unwrap().len(),
+        2,
+        "{v}"
+    );
+
+    // A build that fails: nothing can be said, status 2.
+    let bad = t.path().join("bad");
+    spec(&bad, &[("broken", "echo no; exit 3")]);
+    ok(buildit(&root, &["lock", bad.to_str().unwrap()]));
+    let out = check_cmd(&root, &bad, &[]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("broken-1 failed"), "{stderr}");
+}
+
+const HELLO_AND_ZLIB: &str = "---
+- vars:
+    name: hello-and-zlib
+    version: '1'
+- package:
+    recipe: app-misc/hello-2.10
+- package:
+    recipe: sys-libs/zlib-1.2.13
+";
+
+#[test]
+fn gnu_hello_and_zlib_are_reproducible() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("spec");
+    write_files(&dir, &[("container.yaml", HELLO_AND_ZLIB)]);
+    let root = shared_root();
+    ok(buildit(&root, &["lock", dir.to_str().unwrap()]));
+    let out = check_cmd(&root, &dir, &["--rounds", "2", "-j2"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("hello-2.10: reproducible (2 rebuilds"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("zlib-1.2.13: reproducible (2 rebuilds"),
+        "{stdout}"
+    );
+}
