@@ -247,3 +247,118 @@ fn gnu_hello_and_zlib_are_reproducible() {
         "{stdout}"
     );
 }
+
+/// `buildit store key generate` into `dir`: (secret key file, public key).
+fn key(dir: &Path, name: &str) -> (std::path::PathBuf, String) {
+    let (sk, pk) = (
+        dir.join(format!("{name}.sec")),
+        dir.join(format!("{name}.pub")),
+    );
+    ok(buildit(
+        &dir.join("keyroot"),
+        &[
+            "store",
+            "key",
+            "generate",
+            name,
+            "--secret-key-file",
+            sk.to_str().unwrap(),
+            "--public-key-file",
+            pk.to_str().unwrap(),
+        ],
+    ));
+    (sk, std::fs::read_to_string(pk).unwrap().trim().to_string())
+}
+
+#[test]
+fn check_against_a_cache_tells_its_builds_apart_from_ours() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("spec");
+    spec(
+        &dir,
+        &[
+            NONDETERMINISTIC[0],
+            (
+                "steady",
+                "echo the same every time > $out/usr/share/nd/steady",
+            ),
+        ],
+    );
+    let shared = shared_root();
+    ok(buildit(&shared, &["lock", dir.to_str().unwrap()]));
+    let outs: Vec<String> = ok(build_cmd(&shared, &dir, &["--no-link"]))
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(outs.len(), 2, "{outs:?}");
+
+    // Their builds go to one cache; the build root (so that a fresh root need not
+    // make it) to another.
+    let (sk, pk) = key(t.path(), "audit-test-1");
+    let theirs = format!("file://{}", t.path().join("theirs").display());
+    let inputs = format!("file://{}", t.path().join("inputs").display());
+    let mut push = vec!["push", theirs.as_str()];
+    push.extend(outs.iter().map(String::as_str));
+    push.extend(["--secret-key-file", sk.to_str().unwrap()]);
+    ok(buildit(&shared, &push));
+    let eval: serde_json::Value = serde_json::from_str(&ok(buildit(
+        &shared,
+        &["eval", dir.to_str().unwrap(), "--json"],
+    )))
+    .unwrap();
+    let root_drv = eval["build-roots"]["debian-12-c"].as_str().unwrap();
+    let shown: serde_json::Value =
+        serde_json::from_str(&ok(buildit(&shared, &["show-derivation", root_drv]))).unwrap();
+    let build_root = shown[root_drv]["env"]["out"].as_str().unwrap();
+    ok(buildit(
+        &shared,
+        &[
+            "push",
+            &inputs,
+            build_root,
+            "--secret-key-file",
+            sk.to_str().unwrap(),
+        ],
+    ));
+
+    // A fresh root builds both itself and challenges the cache.
+    let fresh = t.path().join("fresh");
+    let out = check_cmd(
+        &fresh,
+        &dir,
+        &[
+            "--rounds",
+            "1",
+            "--cache",
+            &inputs,
+            "--trusted-public-key",
+            &pk,
+            "--against",
+            &theirs,
+        ],
+    )
+    .output()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let date = outs.iter().find(|o| o.ends_with("-nd-date-1")).unwrap();
+    let steady = outs.iter().find(|o| o.ends_with("-steady-1")).unwrap();
+    assert!(
+        stdout.contains(&format!("{steady}: {theirs} holds the same build")),
+        "{stdout}"
+    );
+    let differs = stdout
+        .split(&format!("{date}: {theirs} holds a DIFFERENT build"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(differs.contains("usr/share/nd/stamp"), "{stdout}");
+    assert!(
+        section(&stdout, "steady").contains("reproducible"),
+        "{stdout}"
+    );
+}
