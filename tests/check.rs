@@ -10,7 +10,7 @@ use std::path::Path;
 use common::build::*;
 
 /// (package, install script): each writes one file that a rebuild changes.
-const NONDETERMINISTIC: [(&str, &str); 5] = [
+const NONDETERMINISTIC: [(&str, &str); 7] = [
     ("nd-date", "date +%s.%N > $out/usr/share/nd/stamp"),
     (
         "nd-random",
@@ -26,7 +26,22 @@ const NONDETERMINISTIC: [(&str, &str); 5] = [
          ls -U d > $out/usr/share/nd/order",
     ),
     ("nd-env", "env | grep -v '^_=' > $out/usr/share/nd/env"),
+    (
+        "nd-nproc",
+        "echo \"$(nproc) CPUs\" > $out/usr/share/nd/nproc",
+    ),
+    ("nd-uname", "uname -r > $out/usr/share/nd/kernel"),
 ];
+
+/// The culprits this machine can show: one CPU is no variation on a machine
+/// that has only one.
+fn culprits() -> Vec<(&'static str, &'static str)> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    NONDETERMINISTIC
+        .into_iter()
+        .filter(|(n, _)| cpus > 1 || *n != "nd-nproc")
+        .collect()
+}
 
 fn recipe(name: &str, install: &str) -> String {
     format!(
@@ -89,7 +104,7 @@ fn section<'a>(out: &'a str, name: &str) -> &'a str {
 fn check_finds_each_kind_of_nondeterminism_and_shows_the_bytes() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().join("spec");
-    let mut packages = NONDETERMINISTIC.to_vec();
+    let mut packages = culprits();
     packages.push((
         "steady",
         "echo the same every time > $out/usr/share/nd/steady",
@@ -103,8 +118,12 @@ fn check_finds_each_kind_of_nondeterminism_and_shows_the_bytes() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    let n = culprits().len();
     assert!(
-        stderr.contains("6 outputs checked: 1 reproducible, 5 not"),
+        stderr.contains(&format!(
+            "{} outputs checked: 1 reproducible, {n} not",
+            n + 1
+        )),
         "{stderr}"
     );
     assert!(
@@ -118,9 +137,11 @@ fn check_finds_each_kind_of_nondeterminism_and_shows_the_bytes() {
         "nd-random" => "usr/share/nd/random",
         "nd-cores" => "usr/share/nd/cores",
         "nd-readdir" => "usr/share/nd/order",
+        "nd-nproc" => "usr/share/nd/nproc",
+        "nd-uname" => "usr/share/nd/kernel",
         _ => "usr/share/nd/env",
     };
-    for (name, _) in NONDETERMINISTIC {
+    for (name, _) in culprits() {
         let s = section(&stdout, name);
         assert!(s.contains("NOT reproducible"), "{s}");
         assert!(s.contains(file_of(name)), "{name}: the file is named:\n{s}");
@@ -140,6 +161,8 @@ fn check_finds_each_kind_of_nondeterminism_and_shows_the_bytes() {
     );
     let env = section(&stdout, "nd-env");
     assert!(env.contains("environment reversed"), "{env}");
+    let kernel = section(&stdout, "nd-uname");
+    assert!(kernel.contains("+2.6."), "{kernel}");
 
     // The kept rebuild is outside the store and `buildit diff` explains it too.
     let kept = section(&stdout, "nd-cores")

@@ -167,6 +167,36 @@ fn identity_hostname_umask_cwd() {
     assert_eq!(lines.last(), Some(&"denied"), "{out}");
 }
 
+/// What `buildit check` varies: a tmpfs, one CPU, a 2.6 kernel in `uname`.
+#[test]
+fn check_variations_tmpfs_one_cpu_uname26() {
+    let f = Fixture::new();
+    let script = "stat -f -c %T /scratch; touch /scratch/w && echo writable; nproc; uname -r";
+    let mut spec = f.spec(&["sh", "-c", script]);
+    spec.tmpfs = vec!["/scratch".into()];
+    spec.cpus = Some(1);
+    spec.uname26 = true;
+    let (o, log) = f.run(spec);
+    assert_eq!(code(&o), Some(0), "{log}");
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines[0], "tmpfs", "{log}");
+    assert_eq!(lines[1], "writable", "{log}");
+    assert_eq!(lines[2], "1", "{log}");
+    assert!(lines[3].starts_with("2.6."), "{log}");
+    // Without them: the host's kernel, and the CPUs buildit may use.
+    let (_, plain) = f.sh("nproc; uname -r");
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    assert_eq!(
+        plain.lines().next(),
+        Some(cpus.to_string().as_str()),
+        "{plain}"
+    );
+    assert!(
+        !plain.lines().nth(1).unwrap().starts_with("2.6."),
+        "{plain}"
+    );
+}
+
 #[test]
 fn fresh_pid_namespace() {
     let f = Fixture::new();

@@ -109,6 +109,10 @@ pub struct Variation {
     /// Build in a tmpfs rather than on the store's filesystem: another
     /// filesystem returns directory entries in another order.
     pub build_dir_tmpfs: bool,
+    /// Run the build on one CPU (`nproc` says 1, whatever NIX_BUILD_CORES says).
+    pub one_cpu: bool,
+    /// Report a 2.6 kernel to `uname`.
+    pub uname26: bool,
 }
 
 impl Default for Options {

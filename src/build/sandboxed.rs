@@ -201,6 +201,8 @@ impl Realiser<'_> {
             .iter()
             .map(|(_, p, t)| (t.path().to_path_buf(), p.to_absolute()))
             .collect();
+        spec.cpus = self.options.variation.one_cpu.then_some(1);
+        spec.uname26 = self.options.variation.uname26;
         if self.options.variation.build_dir_tmpfs {
             spec.tmpfs.push("/build".into());
         } else {

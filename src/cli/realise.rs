@@ -489,6 +489,9 @@ fn check_result(report: &Report) -> CliResult<()> {
             )?;
         }
     }
+    if differ > 0 {
+        eprintln!("`buildit check` rebuilds with variations and shows how the outputs differ");
+    }
     if differ > 0 || !report.ok() {
         return Err(CliError::Reported(1));
     }

@@ -91,10 +91,10 @@ fn as_string<S: serde::Serializer>(h: &Hash, s: S) -> Result<S::Ok, S::Error> {
 }
 
 /// The variation of round `round` (1-based) and the cores it gives each build.
-/// Odd rounds build on a tmpfs with the environment reversed and one core (or
-/// more than the first build had, if that had one); even rounds keep the
-/// filesystem and order but use yet another core count, so two rounds can tell
-/// the causes apart.
+/// Odd rounds change everything they can: a tmpfs under /build, the
+/// environment reversed, one CPU, a 2.6 kernel in `uname`, and a core count
+/// other than the first build's. Even rounds change the core count only (to a
+/// third value), so that two rounds can tell the causes apart.
 pub fn variation(round: usize, base_cores: usize) -> (Variation, usize) {
     let base = base_cores.max(1);
     if round % 2 == 1 {
@@ -103,6 +103,8 @@ pub fn variation(round: usize, base_cores: usize) -> (Variation, usize) {
             Variation {
                 reverse_env: true,
                 build_dir_tmpfs: true,
+                one_cpu: true,
+                uname26: true,
             },
             cores,
         )
@@ -114,11 +116,17 @@ pub fn variation(round: usize, base_cores: usize) -> (Variation, usize) {
 /// Say in words what a round varied.
 pub fn describe(v: Variation, cores: usize) -> String {
     let mut parts = vec![format!("NIX_BUILD_CORES={cores}")];
+    if v.one_cpu {
+        parts.push("1 CPU".into());
+    }
     if v.reverse_env {
         parts.push("environment reversed".into());
     }
     if v.build_dir_tmpfs {
         parts.push("/build on tmpfs".into());
+    }
+    if v.uname26 {
+        parts.push("uname 2.6".into());
     }
     parts.join(", ")
 }

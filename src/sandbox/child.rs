@@ -543,6 +543,18 @@ fn prepare_command(plan: &Plan) -> Res {
     // SAFETY: plain syscall.
     unsafe { libc::close_range(3, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as libc::c_int) };
     nix::sys::stat::umask(Mode::from_bits_truncate(0o022));
+    if let Some(n) = plan.cpus {
+        limit_cpus(n)?;
+    }
+    if plan.uname26 {
+        // SAFETY: plain syscall; 0xffffffff queries the current persona.
+        unsafe {
+            let current = libc::personality(0xffff_ffff);
+            if current == -1 || libc::personality((current as libc::c_ulong) | UNAME26) == -1 {
+                return Err(format!("personality(UNAME26): {}", nix::Error::last()));
+            }
+        }
+    }
     chdir(plan.cwd.as_str()).map_err(ctx(|| format!("chdir {}", plan.cwd)))?;
     // No capabilities survive exec, even for uid 0 inside.
     // SAFETY: plain prctl calls.
@@ -561,6 +573,25 @@ fn prepare_command(plan: &Plan) -> Res {
         );
     }
     Ok(())
+}
+
+/// `UNAME26` from <linux/personality.h>: uname reports a 2.6 kernel.
+const UNAME26: libc::c_ulong = 0x0020000;
+
+/// Keep the first `n` of the CPUs this process may run on.
+fn limit_cpus(n: usize) -> Res {
+    use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
+    let me = nix::unistd::Pid::from_raw(0);
+    let allowed = sched_getaffinity(me).map_err(ctx(|| "sched_getaffinity".into()))?;
+    let mut keep = CpuSet::new();
+    let mut kept = 0;
+    for cpu in 0..CpuSet::count() {
+        if kept < n && allowed.is_set(cpu).unwrap_or(false) {
+            keep.set(cpu).map_err(ctx(|| format!("cpu {cpu}")))?;
+            kept += 1;
+        }
+    }
+    sched_setaffinity(me, &keep).map_err(ctx(|| "sched_setaffinity".into()))
 }
 
 fn exec_command(plan: &Plan, fds: &ChildFds) -> ! {

@@ -64,6 +64,11 @@ pub struct SandboxSpec {
     /// the sandbox ends). `buildit check` builds in one to vary the filesystem,
     /// and with it the order `readdir` returns entries in.
     pub tmpfs: Vec<String>,
+    /// Run on at most this many of the CPUs buildit may use (`nproc` inside
+    /// shows it); `None` = all of them.
+    pub cpus: Option<usize>,
+    /// Report a 2.6 kernel version (`uname -r`), as `setarch --uname-2.6` does.
+    pub uname26: bool,
     /// The complete environment: nothing is inherited.
     pub env: Vec<(String, String)>,
     /// Working directory inside.
@@ -98,6 +103,8 @@ impl SandboxSpec {
             read_only: Vec::new(),
             writable: Vec::new(),
             tmpfs: Vec::new(),
+            cpus: None,
+            uname26: false,
             env: Vec::new(),
             cwd: "/".into(),
             argv: argv.into_iter().map(Into::into).collect(),
@@ -172,6 +179,8 @@ pub(crate) struct Plan {
     pub outer_gid: u32,
     pub hostname: String,
     pub log_fd: RawFd,
+    pub cpus: Option<usize>,
+    pub uname26: bool,
     /// Host paths of device nodes bound into `/dev`.
     pub devices: Vec<&'static str>,
 }
@@ -326,6 +335,8 @@ fn plan(spec: &SandboxSpec, scratch: PathBuf, log_fd: RawFd) -> Result<Plan, San
         outer_gid: nix::unistd::getegid().as_raw(),
         hostname: spec.hostname.clone(),
         log_fd,
+        cpus: spec.cpus,
+        uname26: spec.uname26,
         devices,
     })
 }
