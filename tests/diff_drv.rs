@@ -225,4 +225,39 @@ fn a_debian_update_in_the_lock_is_one_cause() {
     let lb = LockFile::load(&b.join("buildit.lock")).unwrap();
     let l = diff_locks(&la, &lb);
     assert_eq!(l.causes, d.causes);
+
+    // The same through the command line: lock files, .drv files, --json; exit 1.
+    let root = t.path().join("root");
+    let cli = |args: &[&str]| {
+        let out = common::build::buildit(&root, args).output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let (la, lb) = (a.join("buildit.lock"), b.join("buildit.lock"));
+    let text = cli(&["diff", la.to_str().unwrap(), lb.to_str().unwrap()]);
+    assert!(
+        text.starts_with("Debian package libssl3 1.0-1 → 3.0.16-1~deb12u1\n"),
+        "{text}"
+    );
+    let drv = |dir: &Path| {
+        let out = common::build::ok(common::build::buildit(
+            &root,
+            &["eval", dir.to_str().unwrap(), "--json"],
+        ));
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["packages"][0]["drv"].as_str().unwrap().to_string()
+    };
+    let json = cli(&["diff", "--json", &drv(&a), &drv(&b)]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["causes"][0]["kind"], "debian-package-changed", "{v}");
+    assert_eq!(v["causes"][0]["package"], "libssl3", "{v}");
+    let same = common::build::buildit(&root, &["diff", &drv(&a), &drv(&a)])
+        .output()
+        .unwrap();
+    assert_eq!(same.status.code(), Some(0));
 }

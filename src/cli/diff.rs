@@ -83,14 +83,12 @@ fn classify(store: &LocalStore, arg: &str) -> CliResult<Side> {
     })
 }
 
-/// A store path, or (with `sub`) a file inside one: only a whole store path has
-/// a deriver to explain it by.
+/// A store path, or (with `sub`) a path inside one, such as an image output's
+/// `oci/`: either way the store path's deriver explains it.
 fn output_in_store(store: &LocalStore, sp: StorePath, sub: &Path) -> Side {
-    let physical = store.physical_path(&sp).join(sub);
-    let whole = sub.as_os_str().is_empty();
     Side::Output {
-        physical,
-        store_path: whole.then_some(sp),
+        physical: store.physical_path(&sp).join(sub),
+        store_path: Some(sp),
     }
 }
 
