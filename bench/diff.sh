@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark: `buildit diff` of two 1 GiB trees that differ in one byte of one file,
-# against hashing both trees once (`sha256sum` over every file).
+# against hashing both trees once: `sha256sum` over every file, and buildit's own
+# NAR hash (SHA-256 over the serialised tree) of each.
 #
 # Goal (issue: reproducibility audits, "Outputs"): within 1.5x the hashing time —
 # diff reads each unchanged file once, in lock-step with its twin, and only the
@@ -32,4 +33,5 @@ fi
 
 hyperfine --warmup 1 --runs "${RUNS:-5}" -i --export-json "$dir/diff.json" \
     -n "buildit diff" "$bi diff $a $b" \
-    -n "sha256sum both" "find $a $b -type f -print0 | xargs -0 sha256sum >/dev/null"
+    -n "sha256sum both" "find $a $b -type f -print0 | xargs -0 sha256sum >/dev/null" \
+    -n "buildit NAR hash of both" "$bi store hash-path $a >/dev/null && $bi store hash-path $b >/dev/null"
