@@ -168,7 +168,7 @@ fn a_patch_and_a_synced_file_changed() {
         .collect();
     assert_eq!(
         kinds,
-        ["patch-changed", "image-changed", "image-changed"],
+        ["patch-changed", "sync-file-changed", "sync-file-changed"],
         "{d}"
     );
     let Reason::PatchChanged { patch, lines, .. } = &d.causes[0] else {
@@ -177,14 +177,18 @@ fn a_patch_and_a_synced_file_changed() {
     assert_eq!(patch, "https-only.patch");
     assert_eq!(lines.as_deref(), Some("+1 -0 lines"));
     for (c, format) in d.causes[1..].iter().zip(["aci", "oci"]) {
-        let Reason::ImageChanged { image, field, .. } = c else {
+        let Reason::SyncFileChanged {
+            image, dest, diff, ..
+        } = c
+        else {
             unreachable!()
         };
         assert_eq!(
             image,
             &format!("Sysadmin42/nginx-production-1.22.1-p1 ({format})")
         );
-        assert_eq!(field, "sync /etc/nginx/nginx.conf src");
+        assert_eq!(dest, "/etc/nginx/nginx.conf");
+        assert!(diff.as_deref().unwrap().ends_with("+# tuned"), "{d}");
     }
     assert!(d.consequences.is_empty(), "{d}");
 }

@@ -34,7 +34,11 @@ fn two_nginx_prod_builds_with_one_changed_sync_line_differ_in_that_line_only() {
         .unwrap();
     let why_text = String::from_utf8_lossy(&why.stdout);
     assert_eq!(why.status.code(), Some(1), "{why_text}");
-    assert!(why_text.contains("/etc/nginx/nginx.conf"), "{why_text}");
+    assert!(
+        why_text.contains("synced file /etc/nginx/nginx.conf changed"),
+        "{why_text}"
+    );
+    assert!(why_text.contains("+worker_processes 4;"), "{why_text}");
     assert!(!why_text.contains("nginx-1.22.1 ("), "{why_text}");
 
     // What: in each image, one file of one layer, at line 16.

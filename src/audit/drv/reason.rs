@@ -151,6 +151,16 @@ pub enum Reason {
         old: Option<String>,
         new: Option<String>,
     },
+    /// A synced file's contents (its source is another store path).
+    SyncFileChanged {
+        image: String,
+        dest: String,
+        old: String,
+        new: String,
+        /// A short unified diff, when both files are text in the store.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        diff: Option<String>,
+    },
     BuilderChanged {
         drv: String,
         old: String,
@@ -228,7 +238,7 @@ impl Reason {
             | Reason::BuildRootAdded { .. }
             | Reason::BuildRootRemoved { .. } => 7,
             Reason::BuildDependsChanged { .. } | Reason::RuntimeDependsChanged { .. } => 8,
-            Reason::ImageChanged { .. } => 9,
+            Reason::ImageChanged { .. } | Reason::SyncFileChanged { .. } => 9,
             Reason::BuilderChanged { .. }
             | Reason::InputSourceChanged { .. }
             | Reason::Other { .. } => 10,
@@ -503,6 +513,15 @@ impl fmt::Display for Reason {
                     value(new)
                 ),
             },
+            Reason::SyncFileChanged {
+                image, dest, diff, ..
+            } => {
+                write!(f, "image {image}: synced file {dest} changed")?;
+                for line in diff.iter().flat_map(|d| d.lines()) {
+                    write!(f, "\n    {line}")?;
+                }
+                Ok(())
+            }
             Reason::BuilderChanged { drv, old, new } => {
                 write!(f, "builder of {drv} changed: {old} → {new}")
             }

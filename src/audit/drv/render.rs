@@ -67,51 +67,29 @@ enum Op {
     Add,
 }
 
-/// The edit script from `a` to `b` (longest common subsequence), or `None` when the
-/// inputs are too large to compare line by line cheaply.
+/// The edit script from `a` to `b` (Myers, through `similar`, as the output diff
+/// uses), or `None` when the inputs are too large to compare line by line cheaply.
 fn edit_script<'a>(a: &[&'a str], b: &[&'a str]) -> Option<Vec<(Op, &'a str)>> {
-    // The common prefix and suffix need no table; what is left is usually small.
-    let pre = a.iter().zip(b).take_while(|(x, y)| x == y).count();
-    let suf = a[pre..]
-        .iter()
-        .rev()
-        .zip(b[pre..].iter().rev())
-        .take_while(|(x, y)| x == y)
-        .count();
-    let (ma, mb) = (&a[pre..a.len() - suf], &b[pre..b.len() - suf]);
-    const MAX_CELLS: usize = 4_000_000;
-    if (ma.len() + 1).saturating_mul(mb.len() + 1) > MAX_CELLS {
+    const MAX_LINES: usize = 200_000;
+    if a.len() + b.len() > MAX_LINES {
         return None;
     }
-    let w = mb.len() + 1;
-    let mut lcs = vec![0u32; (ma.len() + 1) * w];
-    for i in (0..ma.len()).rev() {
-        for j in (0..mb.len()).rev() {
-            lcs[i * w + j] = if ma[i] == mb[j] {
-                lcs[(i + 1) * w + j + 1] + 1
-            } else {
-                lcs[(i + 1) * w + j].max(lcs[i * w + j + 1])
-            };
-        }
-    }
-    let mut ops: Vec<(Op, &str)> = a[..pre].iter().map(|l| (Op::Same, *l)).collect();
-    let (mut i, mut j) = (0, 0);
-    while i < ma.len() || j < mb.len() {
-        if i < ma.len() && j < mb.len() && ma[i] == mb[j] {
-            ops.push((Op::Same, ma[i]));
-            i += 1;
-            j += 1;
-        } else if i < ma.len() && (j == mb.len() || lcs[(i + 1) * w + j] >= lcs[i * w + j + 1]) {
-            // Deletions first, as diff(1) writes them.
-            ops.push((Op::Del, ma[i]));
-            i += 1;
-        } else {
-            ops.push((Op::Add, mb[j]));
-            j += 1;
-        }
-    }
-    ops.extend(a[a.len() - suf..].iter().map(|l| (Op::Same, *l)));
-    Some(ops)
+    let diff = similar::TextDiff::configure()
+        .algorithm(similar::Algorithm::Myers)
+        .timeout(std::time::Duration::from_secs(1))
+        .diff_slices(a, b);
+    Some(
+        diff.iter_all_changes()
+            .map(|c| {
+                let op = match c.tag() {
+                    similar::ChangeTag::Equal => Op::Same,
+                    similar::ChangeTag::Delete => Op::Del,
+                    similar::ChangeTag::Insert => Op::Add,
+                };
+                (op, c.value())
+            })
+            .collect(),
+    )
 }
 
 /// `+3 -1 lines` between two texts.

@@ -536,18 +536,22 @@ fn image_sync_and_manifest_changed() {
     };
     assert_eq!(
         d.causes,
-        [Reason::ImageChanged {
+        [Reason::SyncFileChanged {
             image: "Sysadmin42/nginx-production-1.0 (aci)".into(),
-            field: "sync /etc/nginx/nginx.conf src".into(),
-            old: Some(src(&ia)),
-            new: Some(src(&ib)),
+            dest: "/etc/nginx/nginx.conf".into(),
+            old: src(&ia),
+            new: src(&ib),
+            diff: Some("-worker_processes 1;\n+worker_processes 2;".into()),
         }]
     );
     assert_eq!(d.unchanged, 7, "nginx and everything below it");
-    assert!(
-        lines(&d)[0].starts_with(
-            "image Sysadmin42/nginx-production-1.0 (aci): sync /etc/nginx/nginx.conf src changed: '/store/"
-        ),
+    assert_eq!(
+        lines(&d)[..3],
+        [
+            "image Sysadmin42/nginx-production-1.0 (aci): synced file /etc/nginx/nginx.conf changed",
+            "    -worker_processes 1;",
+            "    +worker_processes 2;",
+        ],
         "{d}"
     );
 

@@ -627,6 +627,34 @@ impl<'s> Walker<'s> {
     }
 
     /// Both files' text, if both are regular files in the store.
+    /// A sync whose `src` moved from one store file to another: its contents
+    /// changed, shown as a short diff when both are text.
+    fn sync_file(
+        &self,
+        image: &str,
+        dest: &str,
+        key: &str,
+        old: &Option<String>,
+        new: &Option<String>,
+    ) -> Option<Reason> {
+        if key != "src" {
+            return None;
+        }
+        let path = |v: &Option<String>| StorePath::from_absolute(v.as_deref()?).ok();
+        let (a, b) = (path(old)?, path(new)?);
+        let diff = self
+            .read_pair(&a, &b)
+            .filter(|(x, y)| !x.contains('\0') && !y.contains('\0'))
+            .map(|(x, y)| short_diff(&x, &y));
+        Some(Reason::SyncFileChanged {
+            image: image.to_string(),
+            dest: dest.to_string(),
+            old: a.to_string(),
+            new: b.to_string(),
+            diff,
+        })
+    }
+
     fn read_pair(&self, a: &StorePath, b: &StorePath) -> Option<(String, String)> {
         let read = |p: &StorePath| {
             let bytes = std::fs::read(self.store.physical_path(p)).ok()?;
@@ -920,6 +948,10 @@ impl<'s> Walker<'s> {
                                 &mut out,
                             );
                             for (k, o, n) in out {
+                                if let Some(r) = self.sync_file(name, dest, &k, &o, &n) {
+                                    cx.own.push(r);
+                                    continue;
+                                }
                                 cx.own.push(change(format!("{field} {k}"), o, n));
                             }
                         }
