@@ -2,6 +2,8 @@
 //! images that differ in one synced file must be reported as exactly that layer and
 //! that file, with its line number.
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -169,4 +171,61 @@ fn same_image_in_other_formats_has_no_differences() {
     let d = outputs::diff(&a, &a, &DiffOptions::default()).unwrap();
     assert!(d.is_empty());
     assert_eq!(d.to_string(), "no differences\n");
+}
+
+/// Through the binary: two NARs of trees that differ in one text file, then the
+/// same pair handed to diffoscope.
+#[test]
+fn the_cli_diffs_nars_and_hands_the_pair_to_diffoscope() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    let mut nars = Vec::new();
+    for (side, greeting) in [("a", "hello one\n"), ("b", "hello two\n")] {
+        let dir = t.path().join(side);
+        fs::create_dir_all(dir.join("share")).unwrap();
+        fs::write(dir.join("share/greeting"), greeting).unwrap();
+        fs::write(dir.join("share/same"), "unchanged\n").unwrap();
+        let nar = t.path().join(format!("{side}.nar"));
+        let out = common::build::ok(common::build::buildit(
+            &root,
+            &["store", "dump", dir.to_str().unwrap()],
+        ));
+        fs::write(&nar, out).unwrap();
+        nars.push(nar);
+    }
+    let (a, b) = (nars[0].to_str().unwrap(), nars[1].to_str().unwrap());
+    let out = common::build::buildit(&root, &["diff", a, b])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("changed share/greeting"), "{text}");
+    assert!(
+        text.contains("-hello one") && text.contains("+hello two"),
+        "{text}"
+    );
+    assert!(!text.contains("share/same"), "{text}");
+    let same = common::build::buildit(&root, &["diff", a, a])
+        .output()
+        .unwrap();
+    assert_eq!(same.status.code(), Some(0));
+    // Something that is not there: status 2 and the path named.
+    let missing = common::build::buildit(&root, &["diff", a, "/nonexistent/x.nar"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/x.nar"));
+
+    if common::images::require("diffoscope").is_none() {
+        return;
+    }
+    let out = common::build::buildit(&root, &["diff", "--diffoscope", a, b])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    // Ours first, then diffoscope's own report of the same pair.
+    let theirs = text.find(&format!("--- {a}")).expect("diffoscope's header");
+    assert!(text[..theirs].contains("changed share/greeting"), "{text}");
+    assert!(text[theirs..].contains("hello two"), "{text}");
 }
