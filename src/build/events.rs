@@ -63,6 +63,10 @@ pub enum Event<'a> {
     },
 }
 
+/// The result of a check step whose rebuild differs from the registered output:
+/// not a failure of the build, a finding.
+pub const CHECK_DIFFERS: &str = "output differs from the registered one";
+
 /// Receives events from every worker thread.
 pub trait Progress: Sync {
     fn event(&self, event: Event<'_>);

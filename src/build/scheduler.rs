@@ -388,7 +388,7 @@ impl Realiser<'_> {
         let reason = result.as_ref().err().map(|e| e.reason());
         let mismatch = match &result {
             Ok(Built::Checked(outs)) if outs.iter().any(|c| c.expected != c.actual) => {
-                Some("output differs from the registered one".to_string())
+                Some(super::events::CHECK_DIFFERS.to_string())
             }
             _ => None,
         };

@@ -224,7 +224,13 @@ impl Progress for Reporter {
                 let shown =
                     matches!(kind, StepKind::Build | StepKind::Check | StepKind::Image) || !ok;
                 let elapsed = shown.then_some(elapsed);
-                st.view.line(&step_line(kind.verb(), name, ok, elapsed));
+                let status = match result {
+                    Ok(()) => "[OK]",
+                    Err(crate::build::events::CHECK_DIFFERS) => "[DIFFERS]",
+                    Err(_) => "[FAILED]",
+                };
+                st.view
+                    .line(&step_line_with(kind.verb(), name, status, elapsed));
             }
         }
     }
@@ -300,8 +306,17 @@ fn header_style() -> ProgressStyle {
 /// One finished step, its status right-aligned so `]` is in column
 /// [`STATUS_END`]; a head too long for that gets a single space instead.
 pub(crate) fn step_line(verb: &str, name: &str, ok: bool, elapsed: Option<Duration>) -> String {
+    step_line_with(verb, name, if ok { "[OK]" } else { "[FAILED]" }, elapsed)
+}
+
+/// [`step_line`] with any status (`[DIFFERS]` for a check that found a difference).
+pub(crate) fn step_line_with(
+    verb: &str,
+    name: &str,
+    status: &str,
+    elapsed: Option<Duration>,
+) -> String {
     let head = format!("{verb} {name}...");
-    let status = if ok { "[OK]" } else { "[FAILED]" };
     let used = head.chars().count() + status.len();
     let pad = STATUS_END.saturating_sub(used).max(1);
     let mut line = format!("{head}{:pad$}{status}", "");
