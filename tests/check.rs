@@ -205,6 +205,10 @@ fn check_says_reproducible_with_status_0_and_errors_with_status_2() {
             "echo the same every time > $out/usr/share/nd/steady",
         )],
     );
+    // An image of the package: checked after the package it is made of.
+    let mut container = std::fs::read_to_string(good.join("container.yaml")).unwrap();
+    container.push_str("- image:\n    type: oci\n    config:\n      cmd: [/bin/true]\n");
+    std::fs::write(good.join("container.yaml"), container).unwrap();
     let root = shared_root();
     ok(buildit(&root, &["lock", good.to_str().unwrap()]));
     let out = check_cmd(&root, &good, &["--rounds", "2", "--json"])
@@ -217,12 +221,13 @@ fn check_says_reproducible_with_status_0_and_errors_with_status_2() {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["outputs"][0]["reproducible"], true, "{v}");
-    assert_eq!(
-        v["outputs"][0]["rounds"].as_array().unwrap().len(),
-        2,
-        "{v}"
-    );
+    let outputs = v["outputs"].as_array().unwrap();
+    assert_eq!(outputs.len(), 2, "the package and its image: {v}");
+    for o in outputs {
+        assert_eq!(o["reproducible"], true, "{v}");
+        assert_eq!(o["rounds"].as_array().unwrap().len(), 2, "{v}");
+    }
+    assert!(outputs.iter().any(|o| o["name"] == "nd as OCI"), "{v}");
 
     // A build that fails: nothing can be said, status 2.
     let bad = t.path().join("bad");

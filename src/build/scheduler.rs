@@ -122,6 +122,20 @@ impl Realiser<'_> {
         for n in &ready {
             waiting.remove(n);
         }
+        // A step is done: its users with no other input left become ready.
+        let release = |n: NodeIndex,
+                       waiting: &mut BTreeMap<NodeIndex, usize>,
+                       ready: &mut VecDeque<NodeIndex>| {
+            for user in graph.neighbors_directed(n, Direction::Outgoing) {
+                if let Some(c) = waiting.get_mut(&user) {
+                    *c -= 1;
+                    if *c == 0 {
+                        waiting.remove(&user);
+                        ready.push_back(user);
+                    }
+                }
+            }
+        };
         let jobs = self.options.jobs.max(1);
         let mut running: BTreeMap<NodeIndex, Arc<AtomicBool>> = BTreeMap::new();
         let mut stopping = false;
@@ -161,17 +175,12 @@ impl Realiser<'_> {
                         report.notes.push((step.name.clone(), note));
                     }
                     report.built.push(step.drv_path.clone());
-                    for user in graph.neighbors_directed(n, Direction::Outgoing) {
-                        if let Some(c) = waiting.get_mut(&user) {
-                            *c -= 1;
-                            if *c == 0 {
-                                waiting.remove(&user);
-                                ready.push_back(user);
-                            }
-                        }
-                    }
+                    release(n, &mut waiting, &mut ready);
                 }
                 Ok(Built::Checked(outputs)) => {
+                    // The registered outputs stay; what uses them can go on (a
+                    // checked image whose package is checked too).
+                    release(n, &mut waiting, &mut ready);
                     report
                         .checked
                         .extend(outputs.into_iter().map(|c| CheckedOutput {
