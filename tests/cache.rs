@@ -34,28 +34,6 @@ fn built() -> &'static (PathBuf, Vec<String>) {
     })
 }
 
-/// A fresh signing key: (secret key file, public key).
-fn key(dir: &Path, name: &str) -> (PathBuf, String) {
-    let (sk, pk) = (
-        dir.join(format!("{name}.sec")),
-        dir.join(format!("{name}.pub")),
-    );
-    ok(buildit(
-        &dir.join("keyroot"),
-        &[
-            "store",
-            "key",
-            "generate",
-            name,
-            "--secret-key-file",
-            sk.to_str().unwrap(),
-            "--public-key-file",
-            pk.to_str().unwrap(),
-        ],
-    ));
-    (sk, fs::read_to_string(pk).unwrap().trim().to_string())
-}
-
 /// Push the runtime closures of nginx-prod's package and images to `cache`.
 fn push(cache: &str, sk: &Path) {
     let (_, outs) = built();
@@ -105,7 +83,7 @@ fn image_id(root: &Path, aci_out: &str) -> String {
 #[test]
 fn a_fresh_root_builds_nothing_with_a_file_cache() {
     let t = tempfile::tempdir().unwrap();
-    let (sk, pk) = key(t.path(), "test-cache-1");
+    let (sk, pk) = signing_key(t.path(), "test-cache-1");
     let cache = format!("file://{}", t.path().join("cache").display());
     push(&cache, &sk);
     let root = t.path().join("fresh");
@@ -194,7 +172,7 @@ impl Drop for HttpServer {
 #[test]
 fn a_fresh_root_builds_nothing_with_an_http_cache() {
     let t = tempfile::tempdir().unwrap();
-    let (sk, pk) = key(t.path(), "test-cache-2");
+    let (sk, pk) = signing_key(t.path(), "test-cache-2");
     let dir = t.path().join("cache");
     push(&format!("file://{}", dir.display()), &sk);
     let server = HttpServer::start(&dir);
@@ -241,7 +219,7 @@ fn nix_reads_a_buildit_cache_and_buildit_reads_a_nix_cache() {
         return;
     }
     let t = tempfile::tempdir().unwrap();
-    let (sk, pk) = key(t.path(), "test-cache-3");
+    let (sk, pk) = signing_key(t.path(), "test-cache-3");
     let ours = t.path().join("ours");
     push(&format!("file://{}", ours.display()), &sk);
     let (_, outs) = built();
@@ -351,8 +329,8 @@ fn nar_of(dir: &Path, hash: &str) -> PathBuf {
 #[test]
 fn a_bad_cache_entry_is_refused_with_its_reason_and_never_registered() {
     let t = tempfile::tempdir().unwrap();
-    let (sk, pk) = key(t.path(), "test-cache-4");
-    let (_, other_pk) = key(t.path(), "someone-else-1");
+    let (sk, pk) = signing_key(t.path(), "test-cache-4");
+    let (_, other_pk) = signing_key(t.path(), "someone-else-1");
     let (_, outs) = built();
     let nginx = outs[0].clone();
     let cases: Vec<(&str, PathBuf, String, &str)> = vec![
@@ -465,7 +443,7 @@ fn silent_server() -> (u16, std::thread::JoinHandle<()>) {
 #[test]
 fn a_cache_that_hangs_or_refuses_is_skipped_and_the_build_goes_on() {
     let t = tempfile::tempdir().unwrap();
-    let (sk, pk) = key(t.path(), "test-cache-5");
+    let (sk, pk) = signing_key(t.path(), "test-cache-5");
     let good = t.path().join("good");
     push(&format!("file://{}", good.display()), &sk);
     let (port, _h) = silent_server();
@@ -511,7 +489,7 @@ fn a_cache_that_hangs_or_refuses_is_skipped_and_the_build_goes_on() {
 #[test]
 fn a_push_killed_half_way_leaves_a_consistent_cache() {
     let t = tempfile::tempdir().unwrap();
-    let (sk, pk) = key(t.path(), "test-cache-6");
+    let (sk, pk) = signing_key(t.path(), "test-cache-6");
     let cache = t.path().join("cache");
     let (dir, _) = built();
     // The whole spec (sources, .debs, build root…): hundreds of paths, so the kill
@@ -646,7 +624,7 @@ fn a_fresh_root_builds_nothing_with_an_s3_cache() {
         return;
     };
     let t = tempfile::tempdir().unwrap();
-    let (sk, pk) = key(t.path(), "test-cache-7");
+    let (sk, pk) = signing_key(t.path(), "test-cache-7");
     let cache = format!(
         "s3://buildit-cache/nginx-prod?endpoint={}&region=us-east-1",
         moto.endpoint
@@ -693,7 +671,7 @@ fn a_fresh_root_builds_nothing_with_an_s3_cache() {
 /// root from it: nothing may be built, and the image is the same.
 fn round_trip(cache: &str, what: &str) {
     let t = tempfile::tempdir().unwrap();
-    let (sk, pk) = key(t.path(), &format!("test-{what}-1"));
+    let (sk, pk) = signing_key(t.path(), &format!("test-{what}-1"));
     push(cache, &sk);
     let root = t.path().join("fresh");
     let out = build_from(&root, cache, &pk, &[]);
@@ -751,7 +729,7 @@ srv.serve_forever()
 #[test]
 fn the_seeds_discover_and_push_flow() {
     let t = tempfile::tempdir().unwrap();
-    let (sk, pk) = key(t.path(), "sysadmin42-1");
+    let (sk, pk) = signing_key(t.path(), "sysadmin42-1");
     let cache = t.path().join("cache");
     push(&format!("file://{}", cache.display()), &sk);
     // A certificate for 127.0.0.1, trusted through SSL_CERT_FILE.

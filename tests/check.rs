@@ -239,16 +239,6 @@ fn check_says_reproducible_with_status_0_and_errors_with_status_2() {
     assert!(stderr.contains("broken-1 failed"), "{stderr}");
 }
 
-const HELLO_AND_ZLIB: &str = "---
-- vars:
-    name: hello-and-zlib
-    version: '1'
-- package:
-    recipe: app-misc/hello-2.10
-- package:
-    recipe: sys-libs/zlib-1.2.13
-";
-
 #[test]
 fn gnu_hello_and_zlib_are_reproducible() {
     let t = tempfile::tempdir().unwrap();
@@ -276,28 +266,6 @@ fn gnu_hello_and_zlib_are_reproducible() {
     );
 }
 
-/// `buildit store key generate` into `dir`: (secret key file, public key).
-fn key(dir: &Path, name: &str) -> (std::path::PathBuf, String) {
-    let (sk, pk) = (
-        dir.join(format!("{name}.sec")),
-        dir.join(format!("{name}.pub")),
-    );
-    ok(buildit(
-        &dir.join("keyroot"),
-        &[
-            "store",
-            "key",
-            "generate",
-            name,
-            "--secret-key-file",
-            sk.to_str().unwrap(),
-            "--public-key-file",
-            pk.to_str().unwrap(),
-        ],
-    ));
-    (sk, std::fs::read_to_string(pk).unwrap().trim().to_string())
-}
-
 #[test]
 fn check_against_a_cache_tells_its_builds_apart_from_ours() {
     let t = tempfile::tempdir().unwrap();
@@ -322,7 +290,7 @@ fn check_against_a_cache_tells_its_builds_apart_from_ours() {
 
     // Their builds go to one cache; the build root (so that a fresh root need not
     // make it) to another.
-    let (sk, pk) = key(t.path(), "audit-test-1");
+    let (sk, pk) = signing_key(t.path(), "audit-test-1");
     let theirs = format!("file://{}", t.path().join("theirs").display());
     let inputs = format!("file://{}", t.path().join("inputs").display());
     let mut push = vec!["push", theirs.as_str()];

@@ -16,16 +16,6 @@ use buildit::sandbox::{run, SandboxSpec};
 use buildit_store::{LocalStore, StorePath};
 use common::build::*;
 
-const HELLO_AND_ZLIB: &str = "---
-- vars:
-    name: hello-and-zlib
-    version: '1'
-- package:
-    recipe: app-misc/hello-2.10
-- package:
-    recipe: sys-libs/zlib-1.2.13
-";
-
 fn physical(root: &Path, logical: &str) -> PathBuf {
     root.join("store")
         .join(logical.trim_start_matches("/store/"))

@@ -153,3 +153,36 @@ pub fn nar_hash(root: &Path, path: &str) -> String {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     v[0]["narHash"].as_str().unwrap().to_string()
 }
+
+/// GNU hello and zlib: the two small real packages.
+pub const HELLO_AND_ZLIB: &str = "---
+- vars:
+    name: hello-and-zlib
+    version: '1'
+- package:
+    recipe: app-misc/hello-2.10
+- package:
+    recipe: sys-libs/zlib-1.2.13
+";
+
+/// A fresh signing key: (secret key file, public key).
+pub fn signing_key(dir: &Path, name: &str) -> (PathBuf, String) {
+    let (sk, pk) = (
+        dir.join(format!("{name}.sec")),
+        dir.join(format!("{name}.pub")),
+    );
+    ok(buildit(
+        &dir.join("keyroot"),
+        &[
+            "store",
+            "key",
+            "generate",
+            name,
+            "--secret-key-file",
+            sk.to_str().unwrap(),
+            "--public-key-file",
+            pk.to_str().unwrap(),
+        ],
+    ));
+    (sk, fs::read_to_string(pk).unwrap().trim().to_string())
+}
