@@ -10,5 +10,6 @@ pub mod cli;
 pub mod debian;
 pub mod fetch;
 pub mod image;
+pub mod io_util;
 pub mod ops;
 pub mod sandbox;

@@ -149,33 +149,8 @@ pub fn same_file_contents(a: &Path, b: &Path) -> Result<bool, (PathBuf, io::Erro
     if ma.len() != mb.len() {
         return Ok(false);
     }
-    let (mut fa, mut fb) = (
-        fs::File::open(a).map_err(at(a))?,
-        fs::File::open(b).map_err(at(b))?,
-    );
     let (mut ba, mut bb) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
-    loop {
-        let na = read_full(&mut fa, &mut ba).map_err(at(a))?;
-        let nb = read_full(&mut fb, &mut bb).map_err(at(b))?;
-        if na != nb || ba[..na] != bb[..nb] {
-            return Ok(false);
-        }
-        if na == 0 {
-            return Ok(true);
-        }
-    }
-}
-
-fn read_full(f: &mut fs::File, buf: &mut [u8]) -> io::Result<usize> {
-    use io::Read;
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
+    crate::io_util::same_contents(a, b, (&mut ba, &mut bb))
 }
 
 /// Follow `path` (absolute, inside the tree at `root`) through symlinks as if `root`

@@ -25,6 +25,7 @@ use oci_client::{Client, Reference};
 use tokio::runtime::Runtime;
 
 use super::{Backend, CacheError};
+use crate::io_util::read_full;
 
 /// The config of every cache artifact (its content is `{}`).
 pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.buildit.cache.config.v1+json";
@@ -149,19 +150,6 @@ fn chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
-}
-
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 pub struct OciBackend {

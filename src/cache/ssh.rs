@@ -37,6 +37,7 @@ use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
 
 use super::{Backend, CacheError};
+use crate::io_util::read_full;
 
 /// Bytes asked for by one read or write request: OpenSSH's limit for both. The
 /// client splits writes, and shortens reads, to what the server announces.
@@ -367,20 +368,6 @@ async fn create_dirs(sftp: &Sftp, dir: &Path) -> Result<(), SftpError> {
         }
     }
     Ok(())
-}
-
-/// Fill `buf` from `r` unless it ends first; the count read.
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 /// Copy `local` to the new remote file `tmp` (creating `dir` if need be), then

@@ -32,6 +32,8 @@ use std::rc::Rc;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::io_util::read_full;
+
 const AR_MAGIC: &[u8; 8] = b"!<arch>\n";
 const AR_HEADER_LEN: usize = 60;
 /// Large enough that reading the `.deb` costs a handful of system calls per
@@ -841,20 +843,6 @@ impl ArReader {
             reason: "data after the end of the compressed stream".into(),
         })
     }
-}
-
-/// Reads like `read_exact` but reports how much was read before end of file.
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 /// The current member's bytes, straight out of the file buffer (it is a `BufRead`,

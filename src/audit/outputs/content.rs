@@ -12,7 +12,7 @@ use similar::{ChangeTag, DiffTag, TextDiff};
 
 use super::archive::{self, Codec, MemberDiff};
 use super::elf::{self, SectionDiff, SymbolDiff};
-use super::tree::read_full;
+use super::read_full;
 use super::{io_at, DiffOptions, OutputDiffError};
 
 /// Containers nested deeper than this (a .deb holding a tar.xz holding a .a holding

@@ -12,7 +12,8 @@ use serde_json::Value;
 
 use super::archive::Codec;
 use super::content::json_diff;
-use super::tree::{diff_trees, read_full, TreeDiff};
+use super::read_full;
+use super::tree::{diff_trees, TreeDiff};
 use super::{invalid, io_at, DiffOptions, OutputDiff, OutputDiffError, PartChange, PartDiff};
 
 const NAR_MAGIC: &[u8] = b"\x0d\0\0\0\0\0\0\0nix-archive-1";

@@ -2,8 +2,7 @@
 //! the content of same-size regular files compared on a small thread pool.
 
 use std::ffi::OsString;
-use std::fs::{self, File, Metadata};
-use std::io::Read;
+use std::fs::{self, Metadata};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -415,31 +414,8 @@ pub(crate) fn same_contents(
     b: &Path,
     (ba, bb): &mut (Vec<u8>, Vec<u8>),
 ) -> Result<bool, OutputDiffError> {
-    let mut fa = File::open(a).map_err(io_at(a))?;
-    let mut fb = File::open(b).map_err(io_at(b))?;
-    loop {
-        let na = read_full(&mut fa, ba).map_err(io_at(a))?;
-        let nb = read_full(&mut fb, bb).map_err(io_at(b))?;
-        if na != nb || ba[..na] != bb[..nb] {
-            return Ok(false);
-        }
-        if na == 0 {
-            return Ok(true);
-        }
-    }
-}
-
-pub(crate) fn read_full(f: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
+    crate::io_util::same_contents(a, b, (ba, bb))
+        .map_err(|(path, source)| OutputDiffError::Io { path, source })
 }
 
 #[cfg(test)]
