@@ -191,6 +191,13 @@ fn check_finds_each_kind_of_nondeterminism_and_shows_the_bytes() {
     let text = String::from_utf8_lossy(&diff.stdout);
     assert_eq!(diff.status.code(), Some(1), "{text}");
     assert!(text.contains("usr/share/nd/cores"), "{text}");
+    // An output path stands for its derivation.
+    let again = buildit(&root, &["check", &cores_out, "--rounds", "1"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&again.stdout);
+    assert_eq!(again.status.code(), Some(1), "{text}");
+    assert!(text.contains("nd-cores-1: NOT reproducible"), "{text}");
     ok(buildit(&root, &["store", "verify", "--check-contents"]));
 }
 

@@ -27,7 +27,8 @@ pub struct Args {
     /// Print the verdicts (and diffs) as JSON.
     #[arg(long)]
     json: bool,
-    /// `.drv` paths, or a spec directory (its packages and images).
+    /// `.drv` paths, outputs (rebuilt from their derivation), or a spec directory
+    /// (its packages and images).
     #[arg(required = true, value_name = "DRV|DIR")]
     targets: Vec<String>,
 }
@@ -53,7 +54,12 @@ pub fn exec(global: &Global, args: Args) -> CliResult<()> {
 
 fn run(global: &Global, args: &Args) -> CliResult<CheckReport> {
     let store = global.open_store()?;
-    let (drvs, config) = resolve_targets(&store, &args.targets)?;
+    let targets = args
+        .targets
+        .iter()
+        .map(|t| deriver_of_output(&store, t))
+        .collect::<CliResult<Vec<_>>>()?;
+    let (drvs, config) = resolve_targets(&store, &targets)?;
     let caches = args.build.caches(config.as_ref())?;
     let fetcher = args.build.sources().fetcher(config.as_ref());
     let against = cache_ops::open_all(
@@ -110,6 +116,23 @@ fn run(global: &Global, args: &Args) -> CliResult<CheckReport> {
             })?;
     }
     Ok(report)
+}
+
+/// An output path (or a `result` link) stands for the derivation that built it.
+fn deriver_of_output(store: &buildit_store::LocalStore, arg: &str) -> CliResult<String> {
+    let Ok((path, _)) = store.resolve(arg) else {
+        return Ok(arg.to_string());
+    };
+    if path.is_derivation() {
+        return Ok(arg.to_string());
+    }
+    match store.path_info(&path)?.and_then(|i| i.deriver) {
+        Some(d) if store.is_valid(&d)? => Ok(d.to_string()),
+        _ => Err(CliError::usage(
+            format!("{path} has no known derivation to rebuild it from"),
+            Some("check a .drv or a spec directory"),
+        )),
+    }
 }
 
 fn indent(text: &str, by: &str) -> String {
