@@ -198,6 +198,15 @@ fn check_finds_each_kind_of_nondeterminism_and_shows_the_bytes() {
     let text = String::from_utf8_lossy(&again.stdout);
     assert_eq!(again.status.code(), Some(1), "{text}");
     assert!(text.contains("nd-cores-1: NOT reproducible"), "{text}");
+    // Only the latest check's rebuild is kept.
+    let base = cores_out.trim_start_matches("/store/");
+    let kept: Vec<_> = std::fs::read_dir(root.join("var/check"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(base))
+        .collect();
+    assert_eq!(kept, [format!("{base}.check-1")]);
     ok(buildit(&root, &["store", "verify", "--check-contents"]));
 }
 

@@ -70,7 +70,7 @@ impl Realiser<'_> {
             let kept = std::fs::create_dir_all(&dir).and_then(|()| {
                 let mut n = 1;
                 loop {
-                    let dest = dir.join(format!("{}.check-{n}", out.name()));
+                    let dest = dir.join(format!("{}.check-{n}", out.base_name()));
                     match std::fs::symlink_metadata(&dest) {
                         Ok(_) => n += 1,
                         Err(_) => return std::fs::rename(tree, &dest).map(|()| dest),

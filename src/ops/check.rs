@@ -163,6 +163,7 @@ impl Checker<'_> {
                 report: Box::new(first),
             });
         }
+        self.forget_kept(targets)?;
         let mut outputs: Vec<OutputCheck> = Vec::new();
         for round in 1..=rounds.max(1) {
             let (variation, cores) = variation(round, self.options.cores);
@@ -222,6 +223,27 @@ impl Checker<'_> {
             outputs,
             challenges: Vec::new(),
         })
+    }
+
+    /// Remove the rebuilds an earlier check kept of these targets' outputs, so
+    /// that `var/check/` holds only the latest check's (`NAME.check-ROUND`).
+    fn forget_kept(&self, targets: &[StorePath]) -> Result<(), CheckError> {
+        let dir = self.store.root().join("var/check");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Ok(());
+        };
+        let names: Vec<String> = crate::ops::realise::outputs(self.store, targets)?
+            .into_iter()
+            .map(|(_, out)| format!("{}.check-", out.base_name()))
+            .collect();
+        for e in entries {
+            let e = e?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if names.iter().any(|n| name.starts_with(n.as_str())) {
+                buildit_store::local::remove_tree(&e.path())?;
+            }
+        }
+        Ok(())
     }
 
     /// Compare what each cache holds for `outputs` with the local paths
