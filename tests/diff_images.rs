@@ -71,6 +71,16 @@ fn two_nginx_prod_builds_with_one_changed_sync_line_differ_in_that_line_only() {
     assert!(oci_text.contains("sync"), "{oci_text}");
     assert!(oci_text.contains("identical"), "{oci_text}");
 
+    // The ACI and the OCI image of one build make the same file system.
+    let formats = buildit(&root, &["diff", &outs_a[1], &outs_a[2]])
+        .output()
+        .unwrap();
+    let formats_text = String::from_utf8_lossy(&formats.stdout);
+    assert!(
+        formats_text.contains("file system (ACI rootfs vs OCI layers applied in order): same"),
+        "{formats_text}"
+    );
+
     // The same image twice: no differences, status 0.
     let same = buildit(&root, &["diff", &outs_a[2], &outs_a[2]])
         .output()

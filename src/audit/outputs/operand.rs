@@ -348,6 +348,23 @@ struct Image {
     _scratch: Option<Scratch>,
 }
 
+impl Image {
+    /// An ACI has its one rootfs, already unpacked; an OCI image has blobs.
+    fn is_aci(&self) -> bool {
+        self.layers
+            .iter()
+            .all(|l| matches!(l.source, LayerSource::Dir(_)))
+    }
+
+    fn kind(&self) -> &'static str {
+        if self.is_aci() {
+            "ACI rootfs"
+        } else {
+            "OCI layers applied in order"
+        }
+    }
+}
+
 struct Layer {
     /// Pairs layers across images: the package label without store hashes.
     key: String,
@@ -535,6 +552,9 @@ fn diff_images(
             })
             .collect::<Vec<_>>()
     };
+    if a.is_aci() != b.is_aci() {
+        return diff_flattened(a, b, prefix, opts);
+    }
     let (ka, kb) = (keys(a), keys(b));
     let mut used = vec![false; kb.len()];
     let mut parts = Vec::new();
@@ -604,6 +624,94 @@ fn diff_images(
     Ok(parts)
 }
 
+/// An ACI against an OCI image: their layers cannot pair, so the file systems
+/// they make are compared (the ACI's rootfs, the OCI layers applied in order),
+/// then their documents, each only on its side.
+fn diff_flattened(
+    a: &Image,
+    b: &Image,
+    prefix: &str,
+    opts: &DiffOptions,
+) -> Result<Vec<PartDiff>, OutputDiffError> {
+    let (ra, _sa) = flat_root(a)?;
+    let (rb, _sb) = flat_root(b)?;
+    let mut parts = vec![PartDiff {
+        name: format!("{prefix}file system ({} vs {})", a.kind(), b.kind()),
+        change: PartChange::Tree {
+            diff: diff_trees(&ra, &rb, opts)?,
+        },
+    }];
+    for (dname, _) in &a.docs {
+        parts.push(PartDiff {
+            name: format!("{prefix}{dname}"),
+            change: PartChange::Removed { entries: 0 },
+        });
+    }
+    for (dname, _) in &b.docs {
+        parts.push(PartDiff {
+            name: format!("{prefix}{dname}"),
+            change: PartChange::Added { entries: 0 },
+        });
+    }
+    Ok(parts)
+}
+
+/// The file system an image makes: one layer as it is, several applied in order
+/// into scratch space, whiteouts (`.wh.NAME`) removing what lower layers put
+/// there. An opaque-directory marker is left in place, so it shows in the diff.
+fn flat_root(img: &Image) -> Result<(PathBuf, Option<Scratch>), OutputDiffError> {
+    if let [one] = img.layers.as_slice() {
+        return layer_root(one);
+    }
+    let s = Scratch::new()?;
+    for l in &img.layers {
+        match &l.source {
+            LayerSource::Blob(p) => unpack_tar(blob_reader(p)?, s.path(), p)?,
+            LayerSource::Dir(d) => return Err(invalid(d, "an unpacked layer among several")),
+        }
+        apply_whiteouts(s.path())?;
+    }
+    Ok((s.path().to_path_buf(), Some(s)))
+}
+
+fn apply_whiteouts(root: &Path) -> Result<(), OutputDiffError> {
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let mut names = Vec::new();
+        for e in fs::read_dir(&dir).map_err(io_at(&dir))? {
+            names.push(e.map_err(io_at(&dir))?.file_name());
+        }
+        // Whiteouts first: what they hide is not walked.
+        for name in &names {
+            let name = name.to_string_lossy();
+            let Some(hidden) = name.strip_prefix(".wh.") else {
+                continue;
+            };
+            if hidden.starts_with(".wh.") {
+                continue;
+            }
+            let target = dir.join(hidden);
+            if let Ok(md) = fs::symlink_metadata(&target) {
+                if md.is_dir() {
+                    make_writable(&target);
+                    fs::remove_dir_all(&target).map_err(io_at(&target))?;
+                } else {
+                    fs::remove_file(&target).map_err(io_at(&target))?;
+                }
+            }
+            let marker = dir.join(name.as_ref());
+            fs::remove_file(&marker).map_err(io_at(&marker))?;
+        }
+        for name in names {
+            let path = dir.join(name);
+            if fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+                stack.push(path);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Unpack (if needed) both layers and compare them; the scratch space goes as soon
 /// as the pair is done.
 fn diff_layers(a: &Layer, b: &Layer, opts: &DiffOptions) -> Result<TreeDiff, OutputDiffError> {
@@ -654,8 +762,17 @@ mod tests {
     use super::*;
     use crate::audit::outputs::{diff, EntryChange};
 
+    /// Tests that make scratch space run one at a time: one of them counts what
+    /// is left in the temp dir.
+    static SCRATCH: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn scratch_lock() -> std::sync::MutexGuard<'static, ()> {
+        SCRATCH.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     #[test]
     fn nar_operands_are_restored_and_compared() {
+        let _one_at_a_time = scratch_lock();
         let t = tempfile::tempdir().unwrap();
         let (a, b) = (t.path().join("a"), t.path().join("b"));
         for (root, v) in [(&a, "1"), (&b, "2")] {
@@ -706,6 +823,7 @@ mod tests {
 
     #[test]
     fn unsafe_member_paths_are_refused() {
+        let _one_at_a_time = scratch_lock();
         let mut b = tar::Builder::new(Vec::new());
         let mut h = tar::Header::new_gnu();
         h.set_size(1);
@@ -724,6 +842,7 @@ mod tests {
 
     #[test]
     fn aci_operands_compare_rootfs_and_manifest() {
+        let _one_at_a_time = scratch_lock();
         let t = tempfile::tempdir().unwrap();
         let aci = |name: &str, conf: &[u8], label: &str| {
             let mut b = tar::Builder::new(Vec::new());
@@ -772,6 +891,26 @@ mod tests {
         assert_eq!(classify(&oa).unwrap(), Operand::ImageOutput(oa.clone()));
         let d = diff(&oa, &ob, &Default::default()).unwrap();
         assert!(d.is_empty(), "{d}");
+    }
+
+    #[test]
+    fn whiteouts_remove_what_lower_layers_put_there() {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path();
+        fs::create_dir_all(r.join("etc/old.d")).unwrap();
+        fs::write(r.join("etc/old.d/x"), "x").unwrap();
+        fs::write(r.join("etc/gone"), "g").unwrap();
+        fs::write(r.join("etc/kept"), "k").unwrap();
+        fs::write(r.join("etc/.wh.gone"), "").unwrap();
+        fs::write(r.join("etc/.wh.old.d"), "").unwrap();
+        fs::write(r.join("etc/.wh..wh..opq"), "").unwrap();
+        apply_whiteouts(r).unwrap();
+        let mut left: Vec<String> = fs::read_dir(r.join("etc"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, [".wh..wh..opq", "kept"]);
     }
 
     #[test]
