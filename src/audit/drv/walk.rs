@@ -1190,6 +1190,11 @@ fn sync_summary(e: &serde_json::Map<String, Value>) -> String {
 impl Walker<'_> {
     /// Pair the roots of both sides and walk each pair.
     pub fn roots(&mut self, a: &[StorePath], b: &[StorePath]) -> Result<(), DrvDiffError> {
+        // One root on each side: the user paired them, whatever they are.
+        if let ([x], [y]) = (a, b) {
+            self.walk(x, y)?;
+            return Ok(());
+        }
         let p = self.pair(a, b)?;
         for (x, y) in &p.both {
             self.walk(x, y)?;
