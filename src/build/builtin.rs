@@ -73,7 +73,7 @@ impl Realiser<'_> {
                     let dest = dir.join(format!("{}.check-{n}", out.base_name()));
                     match std::fs::symlink_metadata(&dest) {
                         Ok(_) => n += 1,
-                        Err(_) => return std::fs::rename(tree, &dest).map(|()| dest),
+                        Err(_) => return move_read_only(tree, &dest).map(|()| dest),
                     }
                 }
             });
@@ -226,4 +226,21 @@ fn failed(drv: &StorePath, message: String) -> BuildError {
         message,
         log: None,
     }
+}
+
+/// Rename a normalised (read-only) tree to another directory. Moving a directory
+/// to a new parent rewrites its `..`, which needs write permission on it unless
+/// one is root: it is made writable for the move, then read-only again.
+fn move_read_only(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::symlink_metadata(from)?;
+    if !mode.is_dir() {
+        return std::fs::rename(from, to);
+    }
+    let mode = mode.permissions().mode();
+    std::fs::set_permissions(from, std::fs::Permissions::from_mode(mode | 0o200))?;
+    let moved = std::fs::rename(from, to);
+    let back = if moved.is_ok() { to } else { from };
+    std::fs::set_permissions(back, std::fs::Permissions::from_mode(mode))?;
+    moved
 }
