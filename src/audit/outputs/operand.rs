@@ -206,10 +206,34 @@ fn make_writable(dir: &Path) {
 /// and fifos skipped (an unprivileged process cannot create them). A member that
 /// would land outside `dest` is an error, not skipped: the operand is suspect.
 pub(crate) fn unpack_tar(r: impl Read, dest: &Path, origin: &Path) -> Result<(), OutputDiffError> {
+    let mut dirs = DirModes::new();
+    unpack_tar_into(r, dest, origin, &mut dirs)?;
+    set_dir_modes(dirs)
+}
+
+/// Directories unpacked so far and the modes they get once nothing more is
+/// written into them (the last layer to name a directory decides).
+type DirModes = std::collections::BTreeMap<PathBuf, u32>;
+
+fn set_dir_modes(dirs: DirModes) -> Result<(), OutputDiffError> {
+    // Children first: a parent made read-only must not stop anything after it.
+    for (d, mode) in dirs.into_iter().rev() {
+        fs::set_permissions(&d, fs::Permissions::from_mode(mode)).map_err(io_at(&d))?;
+    }
+    Ok(())
+}
+
+/// [`unpack_tar`], leaving directories writable and their modes in `dirs`, so
+/// that more layers can be unpacked on top.
+fn unpack_tar_into(
+    r: impl Read,
+    dest: &Path,
+    origin: &Path,
+    dirs: &mut DirModes,
+) -> Result<(), OutputDiffError> {
     let mut ar = tar::Archive::new(r);
     ar.set_preserve_ownerships(false);
     ar.set_overwrite(true);
-    let mut dirs: Vec<(PathBuf, u32)> = Vec::new();
     for e in ar.entries().map_err(io_at(origin))? {
         let mut e = e.map_err(io_at(origin))?;
         let path = e.path().map_err(io_at(origin))?.into_owned();
@@ -234,7 +258,7 @@ pub(crate) fn unpack_tar(r: impl Read, dest: &Path, origin: &Path) -> Result<(),
                 // must still receive its files.
                 let d = dest.join(&path);
                 fs::create_dir_all(&d).map_err(io_at(&d))?;
-                dirs.push((d, e.header().mode().unwrap_or(0o755) & 0o7777));
+                dirs.insert(d, e.header().mode().unwrap_or(0o755) & 0o7777);
                 continue;
             }
             _ => {}
@@ -247,9 +271,6 @@ pub(crate) fn unpack_tar(r: impl Read, dest: &Path, origin: &Path) -> Result<(),
                 member: path.display().to_string(),
             });
         }
-    }
-    for (d, mode) in dirs.into_iter().rev() {
-        fs::set_permissions(&d, fs::Permissions::from_mode(mode)).map_err(io_at(&d))?;
     }
     Ok(())
 }
@@ -664,13 +685,17 @@ fn flat_root(img: &Image) -> Result<(PathBuf, Option<Scratch>), OutputDiffError>
         return layer_root(one);
     }
     let s = Scratch::new()?;
+    let mut dirs = DirModes::new();
     for l in &img.layers {
         match &l.source {
-            LayerSource::Blob(p) => unpack_tar(blob_reader(p)?, s.path(), p)?,
+            LayerSource::Blob(p) => unpack_tar_into(blob_reader(p)?, s.path(), p, &mut dirs)?,
             LayerSource::Dir(d) => return Err(invalid(d, "an unpacked layer among several")),
         }
         apply_whiteouts(s.path())?;
     }
+    // What a whiteout removed has no mode to set.
+    dirs.retain(|d, _| d.is_dir());
+    set_dir_modes(dirs)?;
     Ok((s.path().to_path_buf(), Some(s)))
 }
 
