@@ -173,6 +173,20 @@ fn explain_container(a: &[u8], b: &[u8], opts: &DiffOptions, depth: usize) -> Op
     None
 }
 
+/// The changed line ranges, the first few by number: a file rewritten in many
+/// places (a reordered listing) would otherwise make a summary nobody reads.
+fn summarise_ranges(ranges: &[String]) -> String {
+    const SHOWN: usize = 4;
+    if ranges.len() <= SHOWN {
+        return ranges.join(", ");
+    }
+    format!(
+        "{} and {} more ranges",
+        ranges[..SHOWN - 1].join(", "),
+        ranges.len() - (SHOWN - 1)
+    )
+}
+
 pub(crate) fn is_text(d: &[u8]) -> bool {
     !d[..d.len().min(TEXT_SNIFF)].contains(&0) && std::str::from_utf8(d).is_ok()
 }
@@ -220,7 +234,7 @@ pub(crate) fn text_diff(a: &str, b: &str, opts: &DiffOptions) -> ContentDiff {
     let omitted = lines.len().saturating_sub(opts.max_text_lines);
     lines.truncate(opts.max_text_lines);
     ContentDiff::Text {
-        lines: ranges.join(", "),
+        lines: summarise_ranges(&ranges),
         diff: lines,
         omitted,
     }
@@ -423,6 +437,15 @@ mod tests {
                 }
             })
             .collect()
+    }
+
+    #[test]
+    fn many_changed_ranges_are_summarised() {
+        let r: Vec<String> = ["1", "3", "5–6", "9", "12 (deleted)", "20"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(summarise_ranges(&r[..4]), "1, 3, 5–6, 9");
+        assert_eq!(summarise_ranges(&r), "1, 3, 5–6 and 3 more ranges");
     }
 
     #[test]
