@@ -84,7 +84,10 @@ fn run(global: &Global, args: &Args) -> CliResult<CheckReport> {
         caches: &caches,
         options: args.build.options(false),
         progress: &reporter,
-        diff: DiffOptions::default(),
+        diff: DiffOptions {
+            nar_modes: true,
+            ..DiffOptions::default()
+        },
     };
     let result = checker.check(&drvs, args.rounds);
     reporter.finish();

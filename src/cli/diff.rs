@@ -162,6 +162,11 @@ fn run(global: &Global, args: &Args) -> CliResult<bool> {
                     }
                 }
             }
+            // A store path keeps only the executable bit; so does the comparison.
+            let options = DiffOptions {
+                nar_modes: sa.is_some() || sb.is_some(),
+                ..options
+            };
             let files = outputs::diff(&pa, &pb, &options).map_err(failed)?;
             let same = files.is_empty();
             if args.json {

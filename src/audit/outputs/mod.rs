@@ -40,6 +40,10 @@ pub struct DiffOptions {
     pub context: usize,
     /// Cap on hexdump windows shown per binary file.
     pub max_hex_windows: usize,
+    /// Compare modes as a NAR keeps them: only whether a file is executable.
+    /// Store paths are read-only whatever they were built as, so anything more
+    /// would flag every file of a store path against a copy of it.
+    pub nar_modes: bool,
 }
 
 impl Default for DiffOptions {
@@ -48,6 +52,7 @@ impl Default for DiffOptions {
             max_text_lines: 200,
             context: 3,
             max_hex_windows: 4,
+            nar_modes: false,
         }
     }
 }
@@ -134,6 +139,13 @@ impl PartDiff {
 /// are restored into a temporary directory) and compared file by file.
 pub fn diff(a: &Path, b: &Path, opts: &DiffOptions) -> Result<OutputDiff, OutputDiffError> {
     let (oa, ob) = (classify(a)?, classify(b)?);
+    if matches!(oa, Operand::Nar(_)) || matches!(ob, Operand::Nar(_)) {
+        let opts = DiffOptions {
+            nar_modes: true,
+            ..opts.clone()
+        };
+        return operand::diff_operands(&oa, &ob, &opts);
+    }
     operand::diff_operands(&oa, &ob, opts)
 }
 

@@ -162,7 +162,10 @@ impl TreeDiff {
 /// Walk both trees (each a directory, a regular file or a symlink) and report every
 /// path that differs. Symlinks are never followed.
 pub fn diff_trees(a: &Path, b: &Path, opts: &DiffOptions) -> Result<TreeDiff, OutputDiffError> {
-    let mut w = Walk::default();
+    let mut w = Walk {
+        nar_modes: opts.nar_modes,
+        ..Walk::default()
+    };
     let ma = fs::symlink_metadata(a).map_err(io_at(a))?;
     let mb = fs::symlink_metadata(b).map_err(io_at(b))?;
     if ma.is_dir() && mb.is_dir() {
@@ -217,6 +220,8 @@ struct Job {
 struct Walk {
     items: Vec<Item>,
     jobs: Vec<Job>,
+    /// Only the executable bit of files counts ([`DiffOptions::nar_modes`]).
+    nar_modes: bool,
 }
 
 fn rel_string(rel: &Path) -> String {
@@ -302,7 +307,7 @@ impl Walk {
         };
         match (&ka, &kb) {
             (EntryKind::Directory { mode: x }, EntryKind::Directory { mode: y }) => {
-                if x != y {
+                if x != y && !self.nar_modes {
                     self.items
                         .push(done(vec![MetaChange::Mode { from: *x, to: *y }]));
                 }
@@ -310,7 +315,13 @@ impl Walk {
             }
             (EntryKind::File { size: sa, mode: xa }, EntryKind::File { size: sb, mode: xb }) => {
                 let mut meta = Vec::new();
-                if xa != xb {
+                let executable = |m: &u32| m & 0o111 != 0;
+                let differ = if self.nar_modes {
+                    executable(xa) != executable(xb)
+                } else {
+                    xa != xb
+                };
+                if differ {
                     meta.push(MetaChange::Mode { from: *xa, to: *xb });
                 }
                 if sa != sb {
@@ -544,6 +555,27 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(d.files_compared, 4);
+    }
+
+    #[test]
+    fn nar_modes_see_only_the_executable_bit() {
+        let t = tempfile::tempdir().unwrap();
+        let (a, b) = (t.path().join("a"), t.path().join("b"));
+        write(&a.join("d/plain"), b"x", 0o444);
+        write(&b.join("d/plain"), b"x", 0o644);
+        write(&a.join("d/tool"), b"y", 0o644);
+        write(&b.join("d/tool"), b"y", 0o755);
+        fs::set_permissions(a.join("d"), fs::Permissions::from_mode(0o555)).unwrap();
+        let nar = DiffOptions {
+            nar_modes: true,
+            ..DiffOptions::default()
+        };
+        let d = diff_trees(&a, &b, &nar).unwrap();
+        let paths: Vec<&str> = d.entries.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["d/tool"], "{d:#?}");
+        let full = diff_trees(&a, &b, &DiffOptions::default()).unwrap();
+        assert_eq!(full.entries.len(), 3, "{full:#?}");
+        fs::set_permissions(a.join("d"), fs::Permissions::from_mode(0o755)).unwrap();
     }
 
     #[test]
