@@ -93,9 +93,11 @@ fn section<'a>(out: &'a str, name: &str) -> &'a str {
         .find(&format!("{name}-1: "))
         .unwrap_or_else(|| panic!("{name} is not in the report:\n{out}"));
     let rest = &out[start..];
-    let end = rest[1..]
-        .find("\nnd-")
-        .or_else(|| rest[1..].find("\nsteady-"))
+    // Up to the next package's verdict (a line that starts with a name).
+    let end = ["\nnd-", "\nsteady-", "\nuser-"]
+        .iter()
+        .filter_map(|m| rest[1..].find(m))
+        .min()
         .map_or(rest.len(), |i| i + 2);
     &rest[..end]
 }
@@ -373,4 +375,45 @@ fn check_against_a_cache_tells_its_builds_apart_from_ours() {
         section(&stdout, "steady").contains("reproducible"),
         "{stdout}"
     );
+}
+
+#[test]
+fn deep_check_reaches_packages_built_below_the_targets() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("spec");
+    // `user` is the spec's only package; it is built on nd-cores, which is not.
+    let user = recipe("user", "echo user > $out/usr/share/nd/user")
+        .replace("build-depends: []", "build-depends: [test/nd-cores-1]");
+    write_files(
+        &dir,
+        &[
+            (".buildit-config.yaml", "recipe-paths: [recipes]\n"),
+            ("recipes/test/user/user-1.yaml", &user),
+            (
+                "recipes/test/nd-cores/nd-cores-1.yaml",
+                &recipe("nd-cores", NONDETERMINISTIC[2].1),
+            ),
+            (
+                "container.yaml",
+                "- vars:\n    name: deep\n- package:\n    recipe: test/user-1\n",
+            ),
+        ],
+    );
+    let root = shared_root();
+    ok(buildit(&root, &["lock", dir.to_str().unwrap()]));
+    let shallow = check_cmd(&root, &dir, &["--rounds", "1"]).output().unwrap();
+    let text = String::from_utf8_lossy(&shallow.stdout);
+    assert_eq!(shallow.status.code(), Some(0), "{text}");
+    assert!(!text.contains("nd-cores"), "only the target: {text}");
+
+    let deep = check_cmd(&root, &dir, &["--rounds", "1", "--deep"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&deep.stdout);
+    assert_eq!(deep.status.code(), Some(1), "{text}");
+    assert!(
+        section(&text, "nd-cores").contains("NOT reproducible"),
+        "{text}"
+    );
+    assert!(section(&text, "user").contains("reproducible"), "{text}");
 }

@@ -9,7 +9,7 @@ use super::realise::{on_interrupt_cancel_builds, resolve_targets, summarise, Bui
 use super::{CliError, CliResult, Global};
 use crate::audit::outputs::DiffOptions;
 use crate::ops::cache as cache_ops;
-use crate::ops::check::{CheckError, CheckReport, Checker};
+use crate::ops::check::{deep_targets, CheckError, CheckReport, Checker};
 use crate::ops::realise::outputs;
 
 #[derive(clap::Args)]
@@ -20,6 +20,10 @@ pub struct Args {
     /// (core count, environment order, the filesystem under /build).
     #[arg(long, value_name = "N", default_value_t = 2)]
     rounds: usize,
+    /// Rebuild every package built from source below the targets too, and the
+    /// images, not only the targets.
+    #[arg(long)]
+    deep: bool,
     /// Also compare each output with what this binary cache holds (repeatable);
     /// no key is needed, nothing is imported.
     #[arg(long = "against", value_name = "URL")]
@@ -59,7 +63,13 @@ fn run(global: &Global, args: &Args) -> CliResult<CheckReport> {
         .iter()
         .map(|t| deriver_of_output(&store, t))
         .collect::<CliResult<Vec<_>>>()?;
-    let (drvs, config) = resolve_targets(&store, &targets)?;
+    let (mut drvs, config) = resolve_targets(&store, &targets)?;
+    if args.deep {
+        drvs = deep_targets(&store, &drvs).map_err(|e| CliError::Usage {
+            message: e.to_string(),
+            help: None,
+        })?;
+    }
     let caches = args.build.caches(config.as_ref())?;
     let fetcher = args.build.sources().fetcher(config.as_ref());
     let against = cache_ops::open_all(

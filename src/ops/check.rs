@@ -113,6 +113,34 @@ pub fn variation(round: usize, base_cores: usize) -> (Variation, usize) {
     }
 }
 
+/// `targets` and every derivation below them that buildit builds itself from
+/// source (sandboxed builds) or writes (images): what `check --deep` rebuilds.
+/// Downloads, `.deb` unpacking and build-root merges are left out: their outputs
+/// are pinned by hash or are plain copies of pinned inputs.
+pub fn deep_targets(
+    store: &LocalStore,
+    targets: &[StorePath],
+) -> Result<Vec<StorePath>, CheckError> {
+    use buildit_lang::debian::{BUILDROOT, FETCHURL, UNPACK_DEB};
+    let mut out: Vec<StorePath> = targets.to_vec();
+    let mut seen: std::collections::BTreeSet<StorePath> = targets.iter().cloned().collect();
+    let mut queue: std::collections::VecDeque<StorePath> = targets.iter().cloned().collect();
+    while let Some(p) = queue.pop_front() {
+        let drv = store.read_derivation(&p)?;
+        for input in drv.input_drvs.keys() {
+            if !seen.insert(input.clone()) {
+                continue;
+            }
+            let d = store.read_derivation(input)?;
+            if ![FETCHURL, UNPACK_DEB, BUILDROOT].contains(&d.builder.as_str()) {
+                out.push(input.clone());
+            }
+            queue.push_back(input.clone());
+        }
+    }
+    Ok(out)
+}
+
 /// Say in words what a round varied.
 pub fn describe(v: Variation, cores: usize) -> String {
     let mut parts = vec![format!("NIX_BUILD_CORES={cores}")];
