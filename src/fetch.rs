@@ -218,7 +218,7 @@ impl Fetcher {
                 copy_hashing(&mut src, file, expected.algo())?
             }
             Candidate::Url(u) => {
-                let (body, total) = http_get_sized(u)?;
+                let (body, total) = http_get_sized(u).map_err(String::from)?;
                 let mut counted = Counting {
                     inner: body,
                     done: 0,
@@ -391,21 +391,40 @@ impl<R: Read> Read for Counting<'_, R> {
 }
 
 fn http_get(url: &str) -> Result<impl Read, String> {
-    Ok(http_get_sized(url)?.0)
+    Ok(http_get_sized(url).map_err(String::from)?.0)
+}
+
+/// Why a GET gave no body: the server's status (so that callers can tell "not
+/// here" from a failure by its code), or anything else, in words.
+enum GetError {
+    Status(u16),
+    Other(String),
+}
+
+impl From<GetError> for String {
+    fn from(e: GetError) -> String {
+        match e {
+            GetError::Status(code) => format!("http status: {code}"),
+            GetError::Other(why) => why,
+        }
+    }
 }
 
 /// The body of a GET and its length when the server says.
-fn http_get_sized(url: &str) -> Result<(impl Read, Option<u64>), String> {
-    let (agent, trusted) = agent()?;
+fn http_get_sized(url: &str) -> Result<(impl Read, Option<u64>), GetError> {
+    let (agent, trusted) = agent().map_err(GetError::Other)?;
     let resp = agent.get(url).call().map_err(|e| match e {
-        // TLS failures (an untrusted server certificate, say) reach us as rustls
-        // errors, or wrapped by the TLS stream as I/O errors of kind InvalidData (which
-        // plain TCP does not produce): say which roots were trusted.
-        ureq::Error::Rustls(e) => format!("TLS: {e} (trusted: {trusted})"),
-        ureq::Error::Io(e) if e.kind() == io::ErrorKind::InvalidData => {
-            format!("TLS: {e} (trusted: {trusted})")
-        }
-        e => e.to_string(),
+        ureq::Error::StatusCode(code) => GetError::Status(code),
+        e => GetError::Other(match e {
+            // TLS failures (an untrusted server certificate, say) reach us as rustls
+            // errors, or wrapped by the TLS stream as I/O errors of kind InvalidData (which
+            // plain TCP does not produce): say which roots were trusted.
+            ureq::Error::Rustls(e) => format!("TLS: {e} (trusted: {trusted})"),
+            ureq::Error::Io(e) if e.kind() == io::ErrorKind::InvalidData => {
+                format!("TLS: {e} (trusted: {trusted})")
+            }
+            e => e.to_string(),
+        }),
     })?;
     let total = resp
         .headers()
@@ -422,8 +441,8 @@ fn http_get_sized(url: &str) -> Result<(impl Read, Option<u64>), String> {
 pub fn http_get_optional(url: &str) -> Result<Option<Box<dyn Read + Send>>, String> {
     match http_get_sized(url) {
         Ok((body, _)) => Ok(Some(Box::new(body))),
-        Err(e) if e == "http status: 404" || e == "http status: 410" => Ok(None),
-        Err(e) => Err(e),
+        Err(GetError::Status(404 | 410)) => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 
