@@ -16,6 +16,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::build::*;
+use common::https::{make_cert, HttpsServer};
 
 /// nginx-prod built in the shared root: (spec dir, [nginx, aci, oci] outputs).
 fn built() -> &'static (PathBuf, Vec<String>) {
@@ -709,23 +710,6 @@ fn a_fresh_root_builds_nothing_with_an_oci_registry_cache() {
     round_trip(&format!("oci://{}/buildit/cache", registry.addr()), "oci");
 }
 
-/// python3's http.server behind TLS on 127.0.0.1, serving `www`; prints its port.
-const HTTPS_SERVER: &str = r#"
-import http.server, ssl, sys
-root, cert, key = sys.argv[1:4]
-class Handler(http.server.SimpleHTTPRequestHandler):
-    def __init__(self, *a, **k):
-        super().__init__(*a, directory=root, **k)
-    def log_message(self, *a):
-        pass
-srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-ctx.load_cert_chain(cert, key)
-srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
-print(srv.server_address[1], flush=True)
-srv.serve_forever()
-"#;
-
 #[test]
 fn the_seeds_discover_and_push_flow() {
     let t = tempfile::tempdir().unwrap();
@@ -734,43 +718,11 @@ fn the_seeds_discover_and_push_flow() {
     push(&format!("file://{}", cache.display()), &sk);
     // A certificate for 127.0.0.1, trusted through SSL_CERT_FILE.
     let tls = t.path().join("tls");
-    fs::create_dir_all(&tls).unwrap();
-    let cert = Command::new("openssl")
-        .current_dir(&tls)
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "key.pem", "-out",
-            "cert.pem",
-        ])
-        .args([
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-addext",
-            "basicConstraints=critical,CA:FALSE",
-            "-days",
-            "2",
-        ])
-        .output()
-        .unwrap();
-    assert!(cert.status.success(), "{cert:?}");
+    make_cert(&tls);
     let www = t.path().join("www");
     fs::create_dir_all(www.join("containers")).unwrap();
-    let mut server = Command::new("python3")
-        .arg("-c")
-        .arg(HTTPS_SERVER)
-        .arg(&www)
-        .arg(tls.join("cert.pem"))
-        .arg(tls.join("key.pem"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut port = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut port)
-        .unwrap();
-    let port = port.trim().to_string();
+    let server = HttpsServer::start(&www, &tls);
+    let port = server.port;
     // The appc discovery page: where the cache is and which key signs it.
     fs::write(
         www.join("containers/index.html"),
@@ -817,8 +769,7 @@ fn the_seeds_discover_and_push_flow() {
     .env("SSL_CERT_FILE", tls.join("cert.pem"))
     .output()
     .unwrap();
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     let all = show(&out);
     assert!(out.status.success(), "{all}");
     let err = String::from_utf8_lossy(&out.stderr);

@@ -7,11 +7,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use buildit_store::Hash;
+use common::https::{make_cert, HttpsServer};
 use common::Env;
 
 const PATCH_NAME: &str = "extra-hardening.patch";
@@ -20,100 +20,6 @@ const PATCH: &str = "--- a/src/http/ngx_http_core_module.c\n\
                      @@ -1 +1 @@\n\
                      -/* server tokens on */\n\
                      +/* server tokens off */\n";
-
-/// A static HTTPS server on 127.0.0.1 (python3's http.server behind an
-/// `ssl.SSLContext`), killed when dropped. It prints the port the kernel chose.
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-const SERVER: &str = r#"
-import http.server, ssl, sys
-root, cert, key = sys.argv[1:4]
-class Handler(http.server.SimpleHTTPRequestHandler):
-    def __init__(self, *a, **k):
-        super().__init__(*a, directory=root, **k)
-    def log_message(self, *a):
-        pass
-srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-ctx.load_cert_chain(cert, key)
-srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
-print(srv.server_address[1], flush=True)
-srv.serve_forever()
-"#;
-
-impl Server {
-    fn start(www: &Path, tls: &Path) -> Server {
-        let log = tls.join("server.log");
-        let mut child = Command::new("python3")
-            .arg("-c")
-            .arg(SERVER)
-            .arg(www)
-            .arg(tls.join("cert.pem"))
-            .arg(tls.join("key.pem"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("run python3");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let Ok(port) = line.trim().parse() else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "the HTTPS server did not start:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        };
-        Server { child, port }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A self-signed, non-CA certificate for localhost and 127.0.0.1 (rustls refuses a
-/// CA certificate as the server's own, and openssl's `req -x509` makes one by default).
-fn make_cert(tls: &Path) {
-    std::fs::create_dir_all(tls).unwrap();
-    let out = Command::new("openssl")
-        .current_dir(tls)
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "key.pem",
-            "-out",
-            "cert.pem",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
-            "-addext",
-            "basicConstraints=critical,CA:FALSE",
-            "-days",
-            "2",
-        ])
-        .output()
-        .expect("run openssl");
-    assert!(
-        out.status.success(),
-        "openssl req:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// `buildit ARGS…` trusting `cert` (None: the built-in roots), with no proxy.
 fn buildit(env: &Env, cert: Option<&Path>, args: &[&str]) -> Output {
@@ -237,7 +143,7 @@ fn remote_patch_over_https_is_locked_fetched_and_lowered() {
     let www = env.path("www");
     std::fs::create_dir_all(&www).unwrap();
     std::fs::write(www.join(PATCH_NAME), PATCH).unwrap();
-    let server = Server::start(&www, &tls);
+    let server = HttpsServer::start(&www, &tls);
     let url = format!("https://127.0.0.1:{}/{PATCH_NAME}", server.port);
 
     // nginx-prod with the remote patch after the local one.

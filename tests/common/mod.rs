@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod build;
+pub mod https;
 pub mod images;
 pub mod sshd;
 
