@@ -52,3 +52,49 @@ pub trait Backend: Send + Sync {
 pub fn open(url: &str) -> Result<Box<dyn Backend>, CacheError> {
     backend::open(url)
 }
+
+/// An error and its causes on one line. The clients keep what a user needs in
+/// the source chain: reqwest and object_store why a request could not be sent
+/// (refused, unresolvable, TLS), openssh ssh's own message (a refused key, an
+/// unknown host).
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let m = c.to_string();
+        if !message.contains(&m) {
+            message.push_str(": ");
+            message.push_str(&m);
+        }
+        cause = c.source();
+    }
+    message.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// What the backends' tests share.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::Backend;
+    use std::io::Read;
+
+    /// Bytes that do not repeat (xorshift), so that a misplaced chunk shows.
+    pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    /// The whole object at `key`, or `None` when the backend has none.
+    pub fn read_all(b: &dyn Backend, key: &str) -> Option<Vec<u8>> {
+        let mut r = b.get(key).unwrap()?;
+        let mut v = Vec::new();
+        r.read_to_end(&mut v).unwrap();
+        Some(v)
+    }
+}

@@ -136,22 +136,6 @@ fn not_found(e: &OciDistributionError) -> bool {
     }
 }
 
-/// The error and its causes on one line (reqwest keeps the useful part, such as
-/// "connection refused", in the source chain).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let m = c.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        cur = c.source();
-    }
-    s
-}
-
 pub struct OciBackend {
     url: String,
     registry: String,
@@ -332,7 +316,7 @@ impl Backend for OciBackend {
         let manifest = match self.run(self.client.pull_image_manifest(&r, &self.auth)) {
             Ok((m, _)) => m,
             Err(e) if not_found(&e) => return Ok(None),
-            Err(e) => return Err(self.err(key, chain(&e))),
+            Err(e) => return Err(self.err(key, crate::cache::error_chain(&e))),
         };
         let [layer] = manifest.layers.as_slice() else {
             return Err(self.err(
@@ -345,7 +329,7 @@ impl Backend for OciBackend {
         };
         let stream = self
             .run(self.client.pull_blob_stream(&r, layer))
-            .map_err(|e| self.err(key, chain(&e)))?;
+            .map_err(|e| self.err(key, crate::cache::error_chain(&e)))?;
         Ok(Some(Box::new(OciReader {
             stream,
             buf: Bytes::new(),
@@ -359,14 +343,14 @@ impl Backend for OciBackend {
         match self.run(self.client.fetch_manifest_digest(&r, &self.auth)) {
             Ok(_) => Ok(true),
             Err(e) if not_found(&e) => Ok(false),
-            Err(e) => Err(self.err(key, chain(&e))),
+            Err(e) => Err(self.err(key, crate::cache::error_chain(&e))),
         }
     }
 
     fn put(&self, key: &str, from: &Path) -> Result<(), CacheError> {
         let r = self.reference(key)?;
         self.run(self.push(&r, key, from))
-            .map_err(|e| self.err(key, chain(&e)))
+            .map_err(|e| self.err(key, crate::cache::error_chain(&e)))
     }
 }
 
@@ -406,6 +390,7 @@ impl Read for OciReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::testing::{noise, read_all};
     use std::fs;
     use std::net::TcpListener;
     use std::process::{Child, Command, Stdio};
@@ -544,25 +529,6 @@ mod tests {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
-    }
-
-    fn noise(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
-
-    fn read_all(b: &dyn Backend, key: &str) -> Option<Vec<u8>> {
-        let mut r = b.get(key).unwrap()?;
-        let mut v = Vec::new();
-        r.read_to_end(&mut v).unwrap();
-        Some(v)
     }
 
     #[test]

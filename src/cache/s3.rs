@@ -132,7 +132,7 @@ impl S3Backend {
     }
 
     fn store_err(&self, key: &str, e: object_store::Error) -> CacheError {
-        self.err(key, describe(&e))
+        self.err(key, crate::cache::error_chain(&e))
     }
 
     fn path(&self, key: &str) -> Result<ObjectPath, CacheError> {
@@ -210,7 +210,7 @@ impl Backend for S3Backend {
             // S3 answers 404 for a missing bucket too: only the body tells, and
             // a misspelt bucket must not pass for an empty cache.
             Err(e @ object_store::Error::NotFound { .. }) => {
-                if describe(&e).contains("<Code>NoSuchBucket</Code>") {
+                if crate::cache::error_chain(&e).contains("<Code>NoSuchBucket</Code>") {
                     let why = format!("no bucket '{}' at this endpoint", self.bucket);
                     return Err(self.err(key, why));
                 }
@@ -222,7 +222,9 @@ impl Backend for S3Backend {
         let context = format!("{}: {key}", self.url);
         let next = move |rt: &Runtime| {
             let chunk = rt.block_on(std::future::poll_fn(|cx| stream.as_mut().poll_next(cx)))?;
-            Some(chunk.map_err(|e| io::Error::other(format!("{context}: {}", describe(&e)))))
+            Some(chunk.map_err(|e| {
+                io::Error::other(format!("{context}: {}", crate::cache::error_chain(&e)))
+            }))
         };
         Ok(Some(Box::new(ChunkReader::new(self.rt.clone(), next))))
     }
@@ -265,22 +267,6 @@ impl Backend for S3Backend {
             .map_err(|e| self.store_err(key, e))?;
         Ok(())
     }
-}
-
-/// An error with its causes (object_store's own message leaves out why a
-/// request could not be sent: refused, unresolvable, TLS…), on one line.
-fn describe(e: &dyn std::error::Error) -> String {
-    let mut message = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let m = c.to_string();
-        if !message.contains(&m) {
-            message.push_str(": ");
-            message.push_str(&m);
-        }
-        cause = c.source();
-    }
-    message.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// The types Nix's S3 store gives its objects, for buckets also served over HTTP.
@@ -448,6 +434,7 @@ impl<F, C> Drop for ChunkReader<F, C> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::testing::{noise, read_all};
     use std::io::Write;
     use std::net::{TcpListener, TcpStream};
     use std::path::PathBuf;
@@ -646,27 +633,6 @@ mod tests {
         S3Backend::open_with(url, builder).unwrap()
     }
 
-    fn read_all(b: &S3Backend, key: &str) -> Option<Vec<u8>> {
-        b.get(key).unwrap().map(|mut r| {
-            let mut out = Vec::new();
-            r.read_to_end(&mut out).unwrap();
-            out
-        })
-    }
-
-    /// Bytes that differ at every offset, so that parts out of order show.
-    fn pattern(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
-
     #[test]
     fn round_trips_small_and_multipart_objects() {
         let Some(moto) = start_moto("cache") else {
@@ -708,7 +674,7 @@ mod tests {
             (MULTIPART_THRESHOLD as usize, 7),
             (20 * (1 << 20) + 12345, 11),
         ] {
-            let data = pattern(len, seed);
+            let data = noise(len, seed);
             let big = dir.path().join(format!("big-{len}"));
             fs::write(&big, &data).unwrap();
             let key = format!("nar/{len}.nar.zst");

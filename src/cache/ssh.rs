@@ -142,22 +142,6 @@ fn percent_decode(s: &str, url: &str) -> Result<String, CacheError> {
     String::from_utf8(out).map_err(|_| CacheError::Invalid(format!("{url}: not UTF-8")))
 }
 
-/// The error and its causes on one line: openssh hides ssh's own message (a
-/// refused key, an unknown host) in the source chain.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let m = c.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        cur = c.source();
-    }
-    s
-}
-
 fn not_found(e: &SftpError) -> bool {
     matches!(e, SftpError::SftpError(SftpErrorKind::NoSuchFile, _))
 }
@@ -264,7 +248,7 @@ impl SshBackend {
                 *slot = None;
             }
         }
-        self.err(key, chain(&e))
+        self.err(key, crate::cache::error_chain(&e))
     }
 
     fn path(&self, key: &str) -> Result<PathBuf, CacheError> {
@@ -331,10 +315,10 @@ async fn connect(t: &Target) -> Result<Sftp, String> {
     let session = b
         .connect(&t.host)
         .await
-        .map_err(|e| format!("ssh: {}", chain(&e)))?;
+        .map_err(|e| format!("ssh: {}", crate::cache::error_chain(&e)))?;
     Sftp::from_session(session, SftpOptions::default())
         .await
-        .map_err(|e| format!("sftp: {}", chain(&e)))
+        .map_err(|e| format!("sftp: {}", crate::cache::error_chain(&e)))
 }
 
 /// `mkdir -p` over SFTP.
@@ -563,7 +547,11 @@ impl SshReader {
             }
             Err(e) => {
                 self.inflight.clear();
-                return Err(io::Error::other(format!("{}: {}", self.what, chain(&e))));
+                return Err(io::Error::other(format!(
+                    "{}: {}",
+                    self.what,
+                    crate::cache::error_chain(&e)
+                )));
             }
         }
         Ok(())
@@ -598,6 +586,7 @@ mod test_sshd;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::testing::{noise, read_all};
     use std::fs;
     use std::net::TcpListener;
     use std::process::Command;
@@ -654,26 +643,6 @@ mod tests {
     }
 
     use super::test_sshd::Sshd;
-
-    /// Bytes that do not repeat (xorshift), so that a misplaced chunk shows.
-    fn noise(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
-
-    fn read_all(b: &dyn Backend, key: &str) -> Option<Vec<u8>> {
-        let mut r = b.get(key).unwrap()?;
-        let mut v = Vec::new();
-        r.read_to_end(&mut v).unwrap();
-        Some(v)
-    }
 
     #[test]
     fn round_trip_over_sshd() {
