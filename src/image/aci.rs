@@ -799,7 +799,8 @@ impl Checker<'_> {
             return;
         }
         let mut head = [0u8; 256];
-        let n = match File::open(src).and_then(|mut f| read_some(&mut f, &mut head)) {
+        let n = match File::open(src).and_then(|mut f| crate::io_util::read_full(&mut f, &mut head))
+        {
             Ok(n) => n,
             Err(e) => {
                 self.problem(format!(
@@ -1086,19 +1087,6 @@ impl Checker<'_> {
     }
 }
 
-fn read_some(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
-}
-
 /// The compressor between the hashed tar stream and the file.
 enum Sink {
     Plain(BufWriter<File>),
@@ -1232,7 +1220,7 @@ fn write_tar(
 pub fn image_id(file: &Path) -> io::Result<String> {
     let mut f = BufReader::new(File::open(file)?);
     let mut magic = [0u8; 6];
-    let n = read_some(&mut f, &mut magic)?;
+    let n = crate::io_util::read_full(&mut f, &mut magic)?;
     let magic = &magic[..n];
     let head = io::Cursor::new(magic.to_vec());
     let stream = head.chain(f);
