@@ -413,7 +413,19 @@ impl From<GetError> for String {
 /// The body of a GET and its length when the server says.
 fn http_get_sized(url: &str) -> Result<(impl Read, Option<u64>), GetError> {
     let (agent, trusted) = agent().map_err(GetError::Other)?;
-    let resp = agent.get(url).call().map_err(|e| match e {
+    // A name lookup or connection that fails may work a moment later (a resolver
+    // hiccup); an answer from the server, or a TLS failure, will not change.
+    let mut attempt = 0;
+    let result = loop {
+        attempt += 1;
+        match agent.get(url).call() {
+            Err(ureq::Error::Io(e)) if attempt < 3 && e.kind() != io::ErrorKind::InvalidData => {
+                std::thread::sleep(std::time::Duration::from_millis(500 * attempt));
+            }
+            other => break other,
+        }
+    };
+    let resp = result.map_err(|e| match e {
         ureq::Error::StatusCode(code) => GetError::Status(code),
         e => GetError::Other(match e {
             // TLS failures (an untrusted server certificate, say) reach us as rustls
