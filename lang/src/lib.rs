@@ -4,6 +4,7 @@
 
 pub mod buildroot;
 pub mod debian;
+pub mod inroot;
 pub mod lock;
 pub mod lower;
 pub mod spec;

@@ -116,7 +116,7 @@ impl Default for LockFile {
 impl LockFile {
     /// Read a lock file; a missing file is an empty lock.
     pub fn load(path: &Path) -> Result<LockFile, LockError> {
-        let text = match std::fs::read_to_string(path) {
+        let text = match crate::yaml::read_bounded(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(LockFile::default()),
             Err(source) => {
@@ -188,5 +188,33 @@ mod tests {
             .contains("version 9"));
         let unknown = text.replace("\"size\"", "\"sise\"");
         assert!(LockFile::parse(&unknown, Path::new("x")).is_err());
+    }
+
+    /// The lock file's types nest a few levels and refuse unknown fields, so
+    /// deeper input is a type error at once; and serde_json would stop at 128
+    /// levels anyway (buildit does not enable its `unbounded_depth`).
+    #[test]
+    fn deep_nesting_is_an_error() {
+        for deep in [
+            "[".repeat(1_000_000),
+            format!("{{\"debian\": {}", "[".repeat(1_000_000)),
+            format!("{{\"packages\": {{\"x\": {}", "{\"a\":".repeat(200_000)),
+        ] {
+            let e = LockFile::parse(&deep, Path::new("buildit.lock")).unwrap_err();
+            let e = e.to_string();
+            assert!(e.contains("at line 1 column"), "{e}");
+        }
+        let e = serde_json::from_str::<serde_json::Value>(&"[".repeat(1_000_000)).unwrap_err();
+        assert!(e.to_string().contains("recursion limit exceeded"), "{e}");
+    }
+
+    #[test]
+    fn oversized_lock_files_are_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("buildit.lock");
+        let f = std::fs::File::create(&p).unwrap();
+        f.set_len(crate::yaml::MAX_FILE_BYTES + 1).unwrap();
+        let e = LockFile::load(&p).unwrap_err().to_string();
+        assert!(e.contains("larger than 8 MiB"), "{e}");
     }
 }

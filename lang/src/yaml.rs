@@ -8,6 +8,20 @@ use miette::{Diagnostic, NamedSource, SourceSpan};
 use serde::de::DeserializeOwned;
 use thiserror::Error;
 
+/// The most a YAML file of the user's may nest (lists and mappings inside each
+/// other). The YAML loader, the deserializer and dropping the tree all recurse once
+/// per level, so without a bound 30,000 nested `- ` overflow the stack; no spec,
+/// recipe, build root or configuration needs more than ten levels.
+pub const MAX_YAML_DEPTH: usize = 64;
+
+/// The help of an error about nesting too deep.
+pub const DEPTH_HELP: &str =
+    "lists and mappings inside each other are limited; a spec needs only a few levels";
+
+/// The largest file read as a spec, recipe, build root, configuration or lock file:
+/// far above any real one, small enough that reading and scanning it is quick.
+pub const MAX_FILE_BYTES: u64 = 8 << 20;
+
 /// A file the user wrote, kept whole so diagnostics can show it.
 #[derive(Debug, Clone)]
 pub struct SourceFile {
@@ -15,16 +29,73 @@ pub struct SourceFile {
     pub text: String,
 }
 
+/// The text of `path`, refused when larger than [`MAX_FILE_BYTES`] (without reading
+/// more than that). Errors are the reason, for the caller to wrap.
+pub fn read_bounded(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    let mut text = String::new();
+    file.take(MAX_FILE_BYTES + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::FileTooLarge,
+            format!("it is larger than {} MiB", MAX_FILE_BYTES >> 20),
+        ));
+    }
+    Ok(text)
+}
+
 impl SourceFile {
     pub fn read(path: &Path) -> Result<SourceFile, SpecError> {
-        let text = std::fs::read_to_string(path).map_err(|e| SpecError::Read {
-            path: path.display().to_string(),
+        SourceFile::read_as(path, path.to_path_buf())
+    }
+
+    /// Read `real` (a path already resolved and checked), shown in messages as
+    /// `shown` (the path as the user named it).
+    pub fn read_as(real: &Path, shown: PathBuf) -> Result<SourceFile, SpecError> {
+        let text = read_bounded(real).map_err(|e| SpecError::Read {
+            path: shown.display().to_string(),
             reason: e.to_string(),
         })?;
-        Ok(SourceFile {
-            path: path.to_path_buf(),
-            text,
-        })
+        Ok(SourceFile { path: shown, text })
+    }
+
+    /// Refuse a text too large or nested too deeply to load (see [`MAX_YAML_DEPTH`]),
+    /// pointing at where the limit is passed. Every YAML parse of the user's files
+    /// runs this first.
+    pub fn check_bounds(&self) -> Result<(), SpecError> {
+        use yaml_rust2::parser::{Event, Parser};
+        if self.text.len() as u64 > MAX_FILE_BYTES {
+            return Err(SpecError::File {
+                path: self.path.display().to_string(),
+                message: format!("the file is larger than {} MiB", MAX_FILE_BYTES >> 20),
+                help: None,
+            });
+        }
+        // The event parser is a state machine with its stack on the heap; only the
+        // loader built on it recurses. A syntax error ends the scan: the loader
+        // stops at the same event, no deeper than what was seen here.
+        let mut parser = Parser::new_from_str(&self.text);
+        let mut depth = 0usize;
+        while let Ok((event, mark)) = parser.next_token() {
+            match event {
+                Event::SequenceStart(..) | Event::MappingStart(..) => {
+                    depth += 1;
+                    if depth > MAX_YAML_DEPTH {
+                        return Err(self.error_at(
+                            mark.line(),
+                            mark.col() + 1,
+                            format!("this is nested more than {MAX_YAML_DEPTH} levels deep"),
+                            Some(DEPTH_HELP.into()),
+                        ));
+                    }
+                }
+                Event::SequenceEnd | Event::MappingEnd => depth = depth.saturating_sub(1),
+                Event::StreamEnd => break,
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// Byte offset of a 1-based line and column (marked-yaml counts columns from 1).
@@ -60,11 +131,58 @@ impl SourceFile {
             .find(['\n', ':', ','])
             .unwrap_or(self.text.len() - off)
             .max(1);
+        let len = len.min(self.text.len().saturating_sub(off));
+        self.positioned(message.into(), line, column, off, len, help)
+    }
+
+    /// An error at `offset`..`offset + len` (on character boundaries), which is
+    /// `line`:`column`. The excerpt shown is the file up to a little past the
+    /// span: a line of megabytes (30,000 nested `- `) is cut after the span, and
+    /// when the span itself starts too far into its line, the error is given by
+    /// position only.
+    fn positioned(
+        &self,
+        message: String,
+        line: usize,
+        column: usize,
+        offset: usize,
+        len: usize,
+        help: Option<String>,
+    ) -> SpecError {
+        const LONG_LINE: usize = 1024;
+        let location = format!("{}:{line}:{column}", self.path.display());
+        let line_start = self.text[..offset].rfind('\n').map_or(0, |i| i + 1);
+        let line_end = self.text[offset..]
+            .find('\n')
+            .map_or(self.text.len(), |i| offset + i);
+        if line_end - line_start <= LONG_LINE {
+            return SpecError::At {
+                message,
+                location,
+                src: self.named(),
+                span: (offset, len).into(),
+                help,
+            };
+        }
+        if offset - line_start > LONG_LINE {
+            return SpecError::File {
+                path: location,
+                message,
+                help,
+            };
+        }
+        let len = len.min(80);
+        let mut cut = (offset + len + 40).min(line_end);
+        while !self.text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let mut excerpt = self.text[..cut].to_string();
+        excerpt.push_str(" …");
         SpecError::At {
-            message: message.into(),
-            location: format!("{}:{line}:{column}", self.path.display()),
-            src: self.named(),
-            span: (off, len.min(self.text.len().saturating_sub(off))).into(),
+            message,
+            location,
+            src: Arc::new(NamedSource::new(self.path.display().to_string(), excerpt)),
+            span: (offset, len.min(cut - offset).max(1)).into(),
             help,
         }
     }
@@ -87,6 +205,7 @@ impl SourceFile {
 
     /// Deserialize the whole file, mapping YAML and shape errors to positions.
     pub fn parse<T: DeserializeOwned>(&self) -> Result<T, SpecError> {
+        self.check_bounds()?;
         marked_yaml::from_yaml(0, &self.text).map_err(|e| self.yaml_error(e))
     }
 
@@ -121,13 +240,7 @@ impl SourceFile {
         let before = &self.text[..offset];
         let line = before.matches('\n').count() + 1;
         let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-        SpecError::At {
-            message: message.into(),
-            location: format!("{}:{line}:{column}", self.path.display()),
-            src: self.named(),
-            span: (offset, len).into(),
-            help,
-        }
+        self.positioned(message.into(), line, column, offset, len, help)
     }
 
     fn yaml_error(&self, e: marked_yaml::FromYamlError) -> SpecError {
@@ -275,6 +388,92 @@ mod tests {
             did_you_mean("zzz", &["packages", "name"]),
             "expected one of: packages, name"
         );
+    }
+
+    fn bounds(text: String) -> Result<(), SpecError> {
+        SourceFile {
+            path: "x.yaml".into(),
+            text,
+        }
+        .check_bounds()
+    }
+
+    fn location(e: SpecError) -> String {
+        match e {
+            SpecError::At { location, .. } => location,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_where_it_passes_the_limit() {
+        // Block sequences on one line: the 65th `- ` is at column 129.
+        for levels in [65, 30_000, 1_000_000] {
+            let e = bounds(format!("{}x\n", "- ".repeat(levels))).unwrap_err();
+            assert_eq!(location(e), "x.yaml:1:129", "{levels}");
+        }
+        // Flow style (deeper than 255 is the scanner's own error, for the loader to
+        // report), and mappings one line each.
+        let e = bounds(format!("{}{}", "[".repeat(200), "]".repeat(200)));
+        assert_eq!(location(e.unwrap_err()), "x.yaml:1:65");
+        let mut text = String::new();
+        for i in 0..1_000 {
+            text.push_str(&format!("{}k{i}:\n", " ".repeat(i)));
+        }
+        // (A block mapping starts, for the parser, at its first key's colon.)
+        assert_eq!(location(bounds(text).unwrap_err()), "x.yaml:65:68");
+        // The limit itself is fine.
+        bounds(format!("{}x\n", "- ".repeat(MAX_YAML_DEPTH))).unwrap();
+        bounds("a: [b, {c: [d]}]\n".into()).unwrap();
+    }
+
+    #[test]
+    fn syntax_errors_are_left_to_the_loader() {
+        bounds("a: [b\n".into()).unwrap();
+        bounds("a: \"b\n".into()).unwrap();
+    }
+
+    #[test]
+    fn the_serde_path_is_bounded_too() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Anything {
+            a: Vec<serde_json::Value>,
+        }
+        let f = SourceFile {
+            path: "x.yaml".into(),
+            text: format!("a:\n{}x\n", "- ".repeat(30_000)),
+        };
+        assert_eq!(location(f.parse::<Anything>().unwrap_err()), "x.yaml:2:127");
+    }
+
+    #[test]
+    fn long_lines_are_cut_in_the_excerpt() {
+        let f = SourceFile {
+            path: "x.yaml".into(),
+            text: format!("a: 1\n{}x\n", "- ".repeat(100_000)),
+        };
+        let SpecError::At { src, span, .. } = f.error_at(2, 129, "deep", None) else {
+            panic!()
+        };
+        assert!(src.inner().len() < 2_000, "{}", src.inner().len());
+        assert!(span.offset() + span.len() <= src.inner().len());
+        // Too far into its line to show: the position alone.
+        let e = f.error_at(2, 100_001, "far", None);
+        assert!(matches!(&e, SpecError::File { path, .. } if path == "x.yaml:2:100001"));
+        assert_eq!(e.to_string(), "x.yaml:2:100001: far");
+    }
+
+    #[test]
+    fn oversized_files_are_refused() {
+        let e = bounds("#".repeat(MAX_FILE_BYTES as usize + 1)).unwrap_err();
+        assert!(e.to_string().contains("larger than 8 MiB"), "{e}");
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("big.yaml");
+        let f = std::fs::File::create(&p).unwrap();
+        f.set_len(MAX_FILE_BYTES + 1).unwrap();
+        let e = SourceFile::read(&p).unwrap_err();
+        assert!(e.to_string().contains("larger than 8 MiB"), "{e}");
     }
 
     #[test]

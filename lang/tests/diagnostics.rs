@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use buildit_lang::inroot::AllowedRoots;
 use buildit_lang::spec::container::{Compression, ImageFormat, Layout};
 use buildit_lang::spec::{
     self, load_spec_with, ConfigChoice, Dependency, LoadOptions, PackageOrigin, PatchSource, Spec,
@@ -83,8 +84,13 @@ fn seed_pkg_yaml_fixed_step_by_step() {
     let parse = |name: &str| {
         let path = Path::new("tests/fixtures/pkg").join(name);
         let file = Arc::new(SourceFile::read(&path).expect("fixture"));
-        spec::PkgFile::parse(file, Path::new("tests/fixtures/specs/seed-pkg/pkgs/nginx"))
-            .expect_err("still invalid")
+        let spec_dir = Path::new("tests/fixtures/specs/seed-pkg");
+        spec::PkgFile::parse(
+            file,
+            &spec_dir.join("pkgs/nginx"),
+            &AllowedRoots::new().with(spec_dir),
+        )
+        .expect_err("still invalid")
     };
     // The URL moved left to column 5: `use:` still follows the description.
     let e = parse("seed-step2.yaml");
@@ -511,10 +517,16 @@ fn file(path: &str, text: String) -> Arc<SourceFile> {
 fn parse_everything(text: &str) {
     let dir = Path::new("tests/fixtures/specs/good");
     let results = [
-        spec::container::parse(file("c/container.yaml", text.to_string()), dir).err(),
+        spec::container::parse(
+            file("c/container.yaml", text.to_string()),
+            dir,
+            &AllowedRoots::new().with(dir),
+        )
+        .err(),
         spec::PkgFile::parse(
             file("p/pkg.yaml", text.to_string()),
             &dir.join("pkgs/nginx"),
+            &AllowedRoots::new().with(dir),
         )
         .err(),
         spec::Recipe::parse(file("r/app-misc/hello/hello-2.10.yaml", text.to_string())).err(),

@@ -46,12 +46,13 @@ pub fn exec(global: &Global, args: Args) -> CliResult<()> {
             paths.push(sp);
         }
     }
-    let config = config.or_else(|| {
-        std::env::current_dir()
-            .ok()
-            .and_then(|d| buildit_lang::spec::config::find_config(&d))
-            .and_then(|p| buildit_lang::spec::Config::load(&p).ok())
-    });
+    let config = match config {
+        Some(c) => Some(c),
+        None => match std::env::current_dir() {
+            Ok(d) => crate::ops::spec::config_for(&d)?,
+            Err(_) => None,
+        },
+    };
     let key = cache_ops::secret_key(args.secret_key_file.as_deref(), config.as_ref())?;
     let cache = BinaryCache::new(crate::cache::open(&args.cache)?, 0, Default::default());
     let pushed = cache.push(&store, &paths, &key, &|p| eprintln!("uploading {p}"))?;

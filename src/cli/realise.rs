@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use buildit_lang::spec::container::ImageFormat;
-use buildit_lang::spec::{config, Config, Spec};
+use buildit_lang::spec::{Config, Spec};
 use buildit_store::{LocalStore, StorePath};
 
 use super::progress::{Reporter, ReporterOptions};
@@ -536,11 +536,10 @@ pub(super) fn resolve_targets(
     // current directory, its parents, then the user's).
     let config = match spec_loaded.and_then(|s| s.config) {
         Some(c) => Some(c),
-        None => std::env::current_dir()
-            .ok()
-            .and_then(|d| config::find_config(&d))
-            .map(|p| Config::load(&p))
-            .transpose()?,
+        None => match std::env::current_dir() {
+            Ok(d) => spec::config_for(&d)?,
+            Err(_) => None,
+        },
     };
     Ok((drvs, config))
 }

@@ -83,7 +83,18 @@ pub fn secret_key(flag: Option<&Path>, config: Option<&Config>) -> Result<Secret
             let base = config
                 .and_then(|c| c.path.parent())
                 .unwrap_or(Path::new("."));
-            base.join(&f.value)
+            let path = base.join(&f.value);
+            // Signing with a key someone else can replace signs what they choose.
+            buildit_lang::spec::trust::Trust::from_env()
+                .check_named(&path)
+                .map_err(|u| {
+                    CacheError::Invalid(format!(
+                        "the secret-key-file of {} is not trusted: {u} ({})",
+                        f.loc,
+                        u.help()
+                    ))
+                })?;
+            path
         }
         (None, None) => {
             return Err(CacheError::Invalid(

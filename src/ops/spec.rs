@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use buildit_lang::lock::{LockFile, LockedPackage};
 use buildit_lang::lower::spec::{debian_names, lower_spec, package_key, remote_patches, Plan};
-use buildit_lang::spec::{load_spec, Package, Spec};
+use buildit_lang::spec::trust::Untrusted;
+use buildit_lang::spec::{load_spec_with, Config, ConfigChoice, LoadOptions, Package, Spec};
 use buildit_lang::yaml::SpecError;
 use buildit_store::LocalStore;
 
@@ -45,7 +46,38 @@ pub fn load(dir: &Path) -> Result<Spec, SpecError> {
     // One spelling of the directory, whatever the user typed (`s`, `./s/`, a symlink):
     // lock keys are paths relative to it.
     let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-    load_spec(&dir, &sample_recipes())
+    // Found here rather than by the loader, so the warnings are out even when the
+    // spec then fails (perhaps for want of what the ignored file said).
+    let config = config_for(&dir)?;
+    load_spec_with(
+        &dir,
+        &LoadOptions {
+            sample_recipes: sample_recipes(),
+            config: ConfigChoice::Loaded(config.map(Box::new)),
+        },
+    )
+}
+
+/// The configuration that applies in `dir` ([`Config::discover`]); each file passed
+/// over as untrusted is warned about on stderr.
+pub fn config_for(dir: &Path) -> Result<Option<Config>, SpecError> {
+    let (config, ignored) = Config::discover(dir)?;
+    warn_untrusted(&ignored);
+    Ok(config)
+}
+
+/// One warning per configuration file passed over, with why and how to allow it.
+pub fn warn_untrusted(ignored: &[Untrusted]) {
+    use std::io::Write;
+    let mut err = std::io::stderr().lock();
+    for u in ignored {
+        // A closed stderr is no reason to fail the command.
+        let _ = writeln!(
+            err,
+            "warning: ignoring the configuration {u}\n  help: {}",
+            u.help()
+        );
+    }
 }
 
 fn all_packages(spec: &Spec) -> Vec<&Package> {

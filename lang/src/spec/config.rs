@@ -8,6 +8,11 @@
 //! 2. `.buildit-config.yaml` in its parent, grandparent, ... up to `/`,
 //! 3. `$XDG_CONFIG_HOME/buildit/config.yaml` (when `XDG_CONFIG_HOME` is set to an
 //!    absolute path), else `~/.config/buildit/config.yaml`.
+//!
+//! A file found there that is not trusted ([`super::trust`]: owned by someone other
+//! than the user or root, or writable by others) is passed over as if absent, and
+//! said so ([`Discovered::ignored`]). The directories a configuration names
+//! (`recipe-paths`, `source-dirs`, `allowed-dirs`) must be trusted too.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,8 +22,9 @@ use std::sync::Arc;
 use buildit_store::signing::PublicKey;
 use marked_yaml::Node;
 
+use super::trust::{Trust, Untrusted};
 use super::{describe, load_yaml, node_loc, short, top_map, Located, Map, TopLevel};
-use crate::yaml::{did_you_mean, SourceFile, SpecError};
+use crate::yaml::{did_you_mean, SourceFile, SpecError, MAX_FILE_BYTES};
 
 pub const FILE_NAME: &str = ".buildit-config.yaml";
 
@@ -104,6 +110,9 @@ pub struct Config {
     pub recipe_paths: Vec<Located<PathBuf>>,
     /// Directories holding source archives (existing directories).
     pub source_dirs: Vec<Located<PathBuf>>,
+    /// Directories outside the spec directory that specs may read (sync sources,
+    /// patches, package directories, recipe and build-root files).
+    pub allowed_dirs: Vec<Located<PathBuf>>,
     /// Mirror name (as in `mirror://NAME/...`) → base URLs, in order.
     pub mirrors: BTreeMap<String, Vec<Located<String>>>,
 }
@@ -115,6 +124,7 @@ const KEYS: &[&str] = &[
     "secret-key-file",
     "recipe-paths",
     "source-dirs",
+    "allowed-dirs",
     "mirrors",
 ];
 const EXAMPLE: &str = "  repository:\n    name: mysuperbinhost\n    upload-type: ssh\n    upload-path: containers@mysuperbinhost.org/containers\n    download-type: https\n    download-path: mysuperbinhost.org/containers";
@@ -129,12 +139,28 @@ const CACHE_KEYS: &[&str] = &["url", "public-keys", "priority"];
 const CACHE_EXAMPLE: &str = "  caches:\n    - url: https://cache.example.org\n      public-keys: [\"cache.example.org-1:<base64 of 32 bytes>\"]\n      priority: 40";
 const CACHE_SCHEMES: &[&str] = &["https", "http", "file", "s3", "ssh", "oci"];
 
+/// The result of looking for the configuration of a spec.
+#[derive(Debug, Default)]
+pub struct Discovered {
+    /// The configuration that applies, read from the very file whose owner and mode
+    /// were checked.
+    pub file: Option<SourceFile>,
+    /// Files passed over because they are not trusted, nearest first.
+    pub ignored: Vec<Untrusted>,
+}
+
 /// The configuration file that applies to the spec in `spec_dir` (see the module
-/// documentation for the order), using `$XDG_CONFIG_HOME` and `$HOME`.
-pub fn find_config(spec_dir: &Path) -> Option<PathBuf> {
+/// documentation for the order), using `$XDG_CONFIG_HOME`, `$HOME`, the effective
+/// uid and `$BUILDIT_TRUSTED_CONFIG`.
+pub fn find_config(spec_dir: &Path) -> Result<Discovered, SpecError> {
     let xdg = std::env::var_os("XDG_CONFIG_HOME").map(PathBuf::from);
     let home = std::env::var_os("HOME").map(PathBuf::from);
-    find_config_in(spec_dir, xdg.as_deref(), home.as_deref())
+    find_config_in(
+        spec_dir,
+        xdg.as_deref(),
+        home.as_deref(),
+        &Trust::from_env(),
+    )
 }
 
 /// [`find_config`] with the environment given.
@@ -142,31 +168,66 @@ pub fn find_config_in(
     spec_dir: &Path,
     xdg_config_home: Option<&Path>,
     home: Option<&Path>,
-) -> Option<PathBuf> {
+    trust: &Trust,
+) -> Result<Discovered, SpecError> {
     // The spec directory as given (so messages show the path the user typed), then
     // its parents, which need the absolute path.
-    let own = spec_dir.join(FILE_NAME);
-    if own.is_file() {
-        return Some(own);
-    }
+    let mut candidates = vec![spec_dir.join(FILE_NAME)];
     let start = std::path::absolute(spec_dir).unwrap_or_else(|_| spec_dir.to_path_buf());
-    for dir in start.ancestors().skip(1) {
-        let p = dir.join(FILE_NAME);
-        if p.is_file() {
-            return Some(p);
+    candidates.extend(start.ancestors().skip(1).map(|d| d.join(FILE_NAME)));
+    // The XDG spec says to ignore a relative XDG_CONFIG_HOME.
+    match xdg_config_home.filter(|p| p.is_absolute()) {
+        Some(x) => candidates.push(x.join("buildit/config.yaml")),
+        None => candidates.extend(home.map(|h| h.join(".config/buildit/config.yaml"))),
+    }
+    let mut found = Discovered::default();
+    for path in candidates {
+        if !path.is_file() {
+            continue;
+        }
+        match trust.open_config(&path) {
+            Ok(file) => {
+                use std::io::Read;
+                let mut text = String::new();
+                let read = file.take(MAX_FILE_BYTES + 1).read_to_string(&mut text);
+                let reason = match read {
+                    Err(e) => Some(e.to_string()),
+                    Ok(_) if text.len() as u64 > MAX_FILE_BYTES => {
+                        Some(format!("it is larger than {} MiB", MAX_FILE_BYTES >> 20))
+                    }
+                    Ok(_) => None,
+                };
+                if let Some(reason) = reason {
+                    return Err(SpecError::Read {
+                        path: path.display().to_string(),
+                        reason,
+                    });
+                }
+                found.file = Some(SourceFile { path, text });
+                return Ok(found);
+            }
+            Err(untrusted) => found.ignored.push(untrusted),
         }
     }
-    // The XDG spec says to ignore a relative XDG_CONFIG_HOME.
-    let user = match xdg_config_home.filter(|p| p.is_absolute()) {
-        Some(x) => x.join("buildit/config.yaml"),
-        None => home?.join(".config/buildit/config.yaml"),
-    };
-    user.is_file().then_some(user)
+    Ok(found)
 }
 
 impl Config {
+    /// Load the configuration at `path`, chosen by the user (it is not checked for
+    /// trust: see [`find_config`] for the ones buildit finds itself).
     pub fn load(path: &Path) -> Result<Config, SpecError> {
         Config::parse(Arc::new(SourceFile::read(path)?))
+    }
+
+    /// The configuration that applies in `dir` ([`find_config`]), and the files
+    /// passed over as untrusted.
+    pub fn discover(dir: &Path) -> Result<(Option<Config>, Vec<Untrusted>), SpecError> {
+        let found = find_config(dir)?;
+        let config = match found.file {
+            Some(f) => Some(Config::parse(Arc::new(f))?),
+            None => None,
+        };
+        Ok((config, found.ignored))
     }
 
     pub fn parse(file: Arc<SourceFile>) -> Result<Config, SpecError> {
@@ -222,8 +283,10 @@ impl Config {
         let secret_key_file = m
             .str("secret-key-file")?
             .map(|s| s.map(|p| base.join(p.trim())));
-        let recipe_paths = dirs(&m, "recipe-paths", &base)?;
-        let source_dirs = dirs(&m, "source-dirs", &base)?;
+        let trust = Trust::from_env();
+        let recipe_paths = dirs(&m, "recipe-paths", &base, &trust)?;
+        let source_dirs = dirs(&m, "source-dirs", &base, &trust)?;
+        let allowed_dirs = dirs(&m, "allowed-dirs", &base, &trust)?;
         let mut mirrors = BTreeMap::new();
         for (name, node) in m.entries(
             "mirrors",
@@ -274,6 +337,7 @@ impl Config {
             secret_key_file,
             recipe_paths,
             source_dirs,
+            allowed_dirs,
             mirrors,
             file,
         })
@@ -354,12 +418,24 @@ fn public_keys(m: &Map<'_>, key: &str) -> Result<Vec<Located<PublicKey>>, SpecEr
         .collect()
 }
 
-fn dirs(m: &Map<'_>, key: &str, base: &Path) -> Result<Vec<Located<PathBuf>>, SpecError> {
+/// Existing, trusted directories (relative to the configuration's directory).
+fn dirs(
+    m: &Map<'_>,
+    key: &str,
+    base: &Path,
+    trust: &Trust,
+) -> Result<Vec<Located<PathBuf>>, SpecError> {
     m.str_list(key, &format!("  {key}: [/srv/buildit/{key}]"))?
         .into_iter()
         .map(|s| {
             let p = base.join(s.trim());
             if p.is_dir() {
+                if let Err(u) = trust.check_named(&p) {
+                    return Err(s.error(
+                        format!("'{}' in {key} is not trusted: {}", short(&s), u.why),
+                        Some(u.help()),
+                    ));
+                }
                 Ok(s.map(|_| p))
             } else {
                 Err(s.error(
@@ -411,25 +487,76 @@ mod tests {
 
     #[test]
     fn discovery_order() {
-        let tmp = std::env::temp_dir().join(format!("buildit-config-test-{}", std::process::id()));
+        let tmp = tempfile::tempdir().unwrap();
+        let tmp = tmp.path();
         let spec = tmp.join("a/spec");
         std::fs::create_dir_all(&spec).unwrap();
         let xdg = tmp.join("xdg");
         std::fs::create_dir_all(xdg.join("buildit")).unwrap();
         std::fs::write(xdg.join("buildit/config.yaml"), "").unwrap();
+        let trust = Trust::from_env();
+        let find = || {
+            let d = find_config_in(&spec, Some(&xdg), None, &trust).unwrap();
+            assert!(d.ignored.is_empty(), "{:?}", d.ignored);
+            d.file.unwrap().path
+        };
         // Only the user's file: it is used (unless a parent of the temp dir has one).
-        let found = find_config_in(&spec, Some(&xdg), None).unwrap();
+        let found = find();
         std::fs::write(tmp.join("a").join(FILE_NAME), "").unwrap();
-        assert_eq!(
-            find_config_in(&spec, Some(&xdg), None).unwrap(),
-            tmp.join("a").join(FILE_NAME)
-        );
+        assert_eq!(find(), tmp.join("a").join(FILE_NAME));
         std::fs::write(spec.join(FILE_NAME), "").unwrap();
-        assert_eq!(
-            find_config_in(&spec, Some(&xdg), None).unwrap(),
-            spec.join(FILE_NAME)
-        );
+        assert_eq!(find(), spec.join(FILE_NAME));
         assert!(found.ends_with(FILE_NAME) || found == xdg.join("buildit/config.yaml"));
-        std::fs::remove_dir_all(&tmp).unwrap();
+    }
+
+    #[test]
+    fn an_untrusted_file_is_passed_over() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let tmp = tmp.path();
+        let spec = tmp.join("a/spec");
+        std::fs::create_dir_all(&spec).unwrap();
+        let parent = tmp.join("a").join(FILE_NAME);
+        std::fs::write(&parent, "").unwrap();
+        let own = spec.join(FILE_NAME);
+        std::fs::write(&own, "caches: [{url: https://evil.example}]\n").unwrap();
+        std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let trust = Trust::new(unsafe { libc::geteuid() }, []);
+        let d = find_config_in(&spec, None, None, &trust).unwrap();
+        assert_eq!(d.file.unwrap().path, parent);
+        assert_eq!(d.ignored.len(), 1);
+        assert_eq!(d.ignored[0].path, own);
+        assert!(
+            d.ignored[0].to_string().contains("mode 0666"),
+            "{}",
+            d.ignored[0]
+        );
+        // Named in BUILDIT_TRUSTED_CONFIG, it is used as it is.
+        let trust = Trust::new(unsafe { libc::geteuid() }, [own.clone()]);
+        let d = find_config_in(&spec, None, None, &trust).unwrap();
+        assert_eq!(d.file.unwrap().path, own);
+        assert!(d.ignored.is_empty());
+    }
+
+    #[test]
+    fn untrusted_named_directories_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let recipes = tmp.path().join("recipes");
+        std::fs::create_dir(&recipes).unwrap();
+        std::fs::set_permissions(&recipes, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = Config::parse(Arc::new(SourceFile {
+            path: tmp.path().join(FILE_NAME),
+            text: "recipe-paths: [recipes]\n".into(),
+        }))
+        .unwrap_err();
+        let SpecError::At {
+            message, location, ..
+        } = &e
+        else {
+            panic!("{e:?}")
+        };
+        assert!(message.contains("is not trusted"), "{message}");
+        assert!(location.ends_with(":1:16"), "{location}");
     }
 }

@@ -13,6 +13,7 @@ use super::package::UseFlags;
 use super::recipe::check_recipe_ref;
 use super::template::{locate_rendered, Templates};
 use super::{describe, load_yaml, node_loc, short, Loc, Located, Map, TopLevel};
+use crate::inroot::{AllowedRoots, ResolveError};
 use crate::yaml::{did_you_mean, SourceFile, SpecError};
 
 /// `NAME: value` of a `vars` step (value rendered with the vars above it).
@@ -26,7 +27,8 @@ pub struct Var {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SyncStep {
     pub loc: Loc,
-    /// Absolute; it exists.
+    /// Where `src` resolves: absolute, without symlinks, inside the spec directory
+    /// (or a directory the configuration allows); it exists. What is copied.
     pub src: PathBuf,
     /// `src` as written (rendered), for messages.
     pub src_written: Located<String>,
@@ -170,8 +172,13 @@ const CONFIG_KEYS: &[&str] = &[
 ];
 const CONFIG_EXAMPLE: &str = "      config:\n        entrypoint: [/usr/sbin/nginx, -g, daemon off;]\n        exposed-ports: [\"443/tcp\"]";
 
-/// Parse container.yaml; `dir` is the spec directory (paths are relative to it).
-pub fn parse(file: Arc<SourceFile>, dir: &Path) -> Result<ContainerFile, SpecError> {
+/// Parse container.yaml; `dir` is the spec directory (paths are relative to it),
+/// `inputs` where sync sources may resolve ([`super::input_roots`]).
+pub fn parse(
+    file: Arc<SourceFile>,
+    dir: &Path,
+    inputs: &AllowedRoots,
+) -> Result<ContainerFile, SpecError> {
     let root = load_yaml(&file, TopLevel::Sequence)?;
     let Node::Sequence(items) = &root else {
         return Err(node_loc(&file, &root).error(
@@ -214,6 +221,7 @@ pub fn parse(file: Arc<SourceFile>, dir: &Path) -> Result<ContainerFile, SpecErr
         let cx = Cx {
             file: &file,
             dir,
+            inputs,
             t: &t,
         };
         let step = match kind {
@@ -333,6 +341,7 @@ fn vars_step(
 struct Cx<'a> {
     file: &'a Arc<SourceFile>,
     dir: &'a Path,
+    inputs: &'a AllowedRoots,
     t: &'a Templates,
 }
 
@@ -467,8 +476,7 @@ impl Cx<'_> {
         let src = self.render(&m.required_str("src", SYNC_EXAMPLE)?)?;
         let dest = self.render(&m.required_str("dest", SYNC_EXAMPLE)?)?;
         let recursive = m.bool("recursive")?.map(|b| b.value).unwrap_or(false);
-        let path: PathBuf = self.dir.join(src.trim()).components().collect();
-        let meta = std::fs::metadata(&path).map_err(|_| {
+        let missing = || {
             src.error(
                 format!("the sync source '{}' does not exist", short(&src)),
                 Some(format!(
@@ -476,7 +484,17 @@ impl Cx<'_> {
                     self.dir.display()
                 )),
             )
-        })?;
+        };
+        // Resolved here, component by component: what is copied is what was checked.
+        // Symlinks below a synced directory are copied as symlinks, not followed.
+        let path = match self.inputs.resolve(self.dir, Path::new(src.trim())) {
+            Ok(p) => p,
+            Err(ResolveError::Missing { .. } | ResolveError::NotADirectory { .. }) => {
+                return Err(missing())
+            }
+            Err(e) => return Err(super::unresolved(&src, "the sync source", &e, self.inputs)),
+        };
+        let meta = std::fs::metadata(&path).map_err(|_| missing())?;
         if meta.is_dir() && !recursive {
             return Err(src.error(
                 format!("the sync source '{}' is a directory", short(&src)),
@@ -529,7 +547,7 @@ impl Cx<'_> {
         };
         Ok(SyncStep {
             loc: at,
-            src: std::path::absolute(&path).unwrap_or(path),
+            src: path,
             src_is_dir: meta.is_dir(),
             src_written: src,
             dest: dest.map(|d| d.trim().to_string()),

@@ -13,6 +13,7 @@ pub mod package;
 pub mod recipe;
 pub mod repository;
 pub mod template;
+pub mod trust;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -24,6 +25,7 @@ use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode};
 use marked_yaml::{LoaderOptions, Node, Span};
 
 use crate::buildroot::BuildRootDef;
+use crate::inroot::{AllowedRoots, ResolveError};
 use crate::yaml::{did_you_mean, SourceFile, SpecError};
 
 pub use config::Config;
@@ -267,6 +269,9 @@ pub struct Spec {
     pub build_roots: BTreeMap<String, BuildRoot>,
     /// The configuration in effect, if one was found (it knows its path).
     pub config: Option<Config>,
+    /// Configuration files passed over because they are not trusted; the caller
+    /// warns about each.
+    pub untrusted_configs: Vec<trust::Untrusted>,
     /// Where recipes and build roots were looked up.
     pub repository: Repository,
 }
@@ -296,12 +301,15 @@ impl Spec {
 }
 
 /// Which configuration file [`load_spec_with`] uses.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum ConfigChoice {
-    /// Look for it as [`config::find_config`] documents.
+    /// Look for it as [`config::find_config`] documents; the untrusted files passed
+    /// over are in [`Spec::untrusted_configs`].
     Discover,
     /// This file (it must exist).
     File(PathBuf),
+    /// One the caller has found and loaded already (or none).
+    Loaded(Option<Box<Config>>),
     /// None at all.
     Nothing,
 }
@@ -336,20 +344,28 @@ pub fn load_spec_with(dir: &Path, options: &LoadOptions) -> Result<Spec, SpecErr
             ),
         });
     }
-    let config = match &options.config {
-        ConfigChoice::Discover => match config::find_config(dir) {
-            Some(p) => Some(Config::load(&p)?),
-            None => None,
-        },
-        ConfigChoice::File(p) => Some(Config::load(p)?),
-        ConfigChoice::Nothing => None,
+    let (config, untrusted_configs) = match &options.config {
+        ConfigChoice::Discover => Config::discover(dir)?,
+        ConfigChoice::File(p) => (Some(Config::load(p)?), Vec::new()),
+        ConfigChoice::Loaded(c) => (c.as_deref().cloned(), Vec::new()),
+        ConfigChoice::Nothing => (None, Vec::new()),
     };
     let repository = Repository::for_spec(dir, config.as_ref(), &options.sample_recipes);
-    let file = Arc::new(SourceFile::read(&container_path)?);
-    let parsed = container::parse(file.clone(), dir)?;
+    let inputs = input_roots(dir, config.as_ref());
+    let container_real = inputs
+        .resolve(dir, Path::new("container.yaml"))
+        .map_err(|e| SpecError::File {
+            path: container_path.display().to_string(),
+            message: format!("container.yaml cannot be read: {e}"),
+            help: Some(outside_help(&inputs)),
+        })?;
+    let file = Arc::new(SourceFile::read_as(&container_real, container_path)?);
+    let parsed = container::parse(file.clone(), dir, &inputs)?;
 
     let mut resolver = Resolver {
         repo: &repository,
+        inputs: &inputs,
+        spec_dir: dir,
         recipes: BTreeMap::new(),
         dependencies: BTreeMap::new(),
         build_roots: BTreeMap::new(),
@@ -407,25 +423,86 @@ pub fn load_spec_with(dir: &Path, options: &LoadOptions) -> Result<Spec, SpecErr
         dependencies: resolver.dependencies,
         build_roots: resolver.build_roots,
         config,
+        untrusted_configs,
         repository,
     })
+}
+
+/// Where a spec's own inputs (container.yaml, sync sources, package directories,
+/// pkg.yaml, local patches) may be: the spec directory and the configuration's
+/// `allowed-dirs`.
+pub fn input_roots(spec_dir: &Path, config: Option<&Config>) -> AllowedRoots {
+    let mut roots = AllowedRoots::new().with(spec_dir);
+    for d in config.iter().flat_map(|c| &c.allowed_dirs) {
+        roots.allow(&d.value);
+    }
+    roots
+}
+
+/// The help of an error about a path that leads outside `roots`.
+pub(crate) fn outside_help(roots: &AllowedRoots) -> String {
+    let dirs: Vec<String> = roots
+        .roots()
+        .iter()
+        .map(|r| r.display().to_string())
+        .collect();
+    let dirs = if dirs.is_empty() {
+        "(none)".to_string()
+    } else {
+        dirs.join(", ")
+    };
+    format!(
+        "a spec reads only what is inside its directory, symlinks followed: here {dirs}; another directory can be allowed with `allowed-dirs:` in your own {}",
+        config::FILE_NAME
+    )
+}
+
+/// The error for a path written in a spec (`what`: "the sync source", ...) that
+/// does not resolve inside `roots`. A missing file is the caller's to explain.
+pub(crate) fn unresolved(
+    written: &Located<String>,
+    what: &str,
+    e: &ResolveError,
+    roots: &AllowedRoots,
+) -> SpecError {
+    match e {
+        ResolveError::Outside { resolved } => written.error(
+            format!(
+                "{what} '{}' resolves to {}, outside the spec directory",
+                short(written),
+                resolved.display()
+            ),
+            Some(outside_help(roots)),
+        ),
+        other => written.error(
+            format!("{what} '{}' cannot be read: {other}", short(written)),
+            None,
+        ),
+    }
 }
 
 /// Resolves package steps and their dependency closure against the repository,
 /// parsing each recipe file once.
 struct Resolver<'r> {
     repo: &'r Repository,
+    /// Where the spec's own files may be.
+    inputs: &'r AllowedRoots,
+    spec_dir: &'r Path,
     recipes: BTreeMap<PathBuf, Arc<Recipe>>,
     dependencies: BTreeMap<RecipeId, Package>,
     build_roots: BTreeMap<String, BuildRoot>,
 }
 
 impl Resolver<'_> {
-    fn recipe(&mut self, path: &Path) -> Result<Arc<Recipe>, SpecError> {
+    /// The recipe file found at `path` (resolved to `real`, which is read).
+    fn recipe(&mut self, path: &Path, real: &Path) -> Result<Arc<Recipe>, SpecError> {
         if let Some(r) = self.recipes.get(path) {
             return Ok(r.clone());
         }
-        let r = Arc::new(Recipe::load(path)?);
+        let r = Arc::new(Recipe::parse(Arc::new(SourceFile::read_as(
+            real,
+            path.to_path_buf(),
+        )?))?);
         self.recipes.insert(path.to_path_buf(), r.clone());
         Ok(r)
     }
@@ -439,29 +516,53 @@ impl Resolver<'_> {
         match &step.source {
             container::PackageSource::Embedded { path, dir } => {
                 let pkg_path = dir.join("pkg.yaml");
-                if !dir.is_dir() {
-                    return Err(path.error(
+                let no_dir = || {
+                    path.error(
                         format!("there is no package directory '{}'", path.value),
                         Some("an embedded package is a directory (relative to container.yaml) that holds a pkg.yaml".into()),
-                    ));
-                }
-                if !pkg_path.is_file() {
-                    return Err(path.error(
+                    )
+                };
+                let real_dir = match self.inputs.resolve(self.spec_dir, Path::new(path.trim())) {
+                    Ok(d) if d.is_dir() => d,
+                    Ok(_)
+                    | Err(ResolveError::Missing { .. } | ResolveError::NotADirectory { .. }) => {
+                        return Err(no_dir())
+                    }
+                    Err(e) => {
+                        return Err(unresolved(path, "the package directory", &e, self.inputs))
+                    }
+                };
+                let no_pkg = || {
+                    path.error(
                         format!("'{}' has no pkg.yaml", path.value),
                         Some("an embedded package directory needs a pkg.yaml with at least `base: CATEGORY/NAME-VERSION`".into()),
-                    ));
-                }
-                let pkg_file = Arc::new(SourceFile::read(&pkg_path)?);
-                let pkg = PkgFile::parse(pkg_file, dir)?;
+                    )
+                };
+                let pkg_real = match self.inputs.resolve(&real_dir, Path::new("pkg.yaml")) {
+                    Ok(f) if f.is_file() => f,
+                    Ok(_)
+                    | Err(ResolveError::Missing { .. } | ResolveError::NotADirectory { .. }) => {
+                        return Err(no_pkg())
+                    }
+                    Err(e) => {
+                        return Err(unresolved(
+                            &path
+                                .clone()
+                                .map(|p| format!("{}/pkg.yaml", p.trim_end_matches('/'))),
+                            "the package file",
+                            &e,
+                            self.inputs,
+                        ))
+                    }
+                };
+                let pkg_file = Arc::new(SourceFile::read_as(&pkg_real, pkg_path)?);
+                let pkg = PkgFile::parse(pkg_file, dir, self.inputs)?;
                 let found = self.repo.find_at(&pkg.base)?;
-                let recipe = self.recipe(&found.path)?;
+                let recipe = self.recipe(&found.path, &found.real)?;
                 let options = package::resolve_options(&recipe, &pkg.use_flags)?;
                 let mut p =
                     self.build_package(step.loc.clone(), recipe, found.path, options, Some(&pkg))?;
-                let key = std::fs::canonicalize(dir)
-                    .unwrap_or_else(|_| dir.clone())
-                    .display()
-                    .to_string();
+                let key = real_dir.display().to_string();
                 p.origin = PackageOrigin::Embedded {
                     dir: dir.clone(),
                     pkg: Box::new(pkg),
@@ -473,7 +574,7 @@ impl Resolver<'_> {
                 use_flags,
             } => {
                 let found = self.repo.find_at(reference)?;
-                let recipe = self.recipe(&found.path)?;
+                let recipe = self.recipe(&found.path, &found.real)?;
                 let options = package::resolve_options(&recipe, use_flags)?;
                 let mut p =
                     self.build_package(step.loc.clone(), recipe, found.path, options, None)?;
@@ -621,12 +722,9 @@ impl Resolver<'_> {
             if self.dependencies.contains_key(id) {
                 continue;
             }
-            let path = self
-                .repo
-                .find(&id.to_string())
-                .map_err(|e| e.at(&d.loc))?
-                .path;
-            let recipe = self.recipe(&path)?;
+            let found = self.repo.find(&id.to_string()).map_err(|e| e.at(&d.loc))?;
+            let path = found.path;
+            let recipe = self.recipe(&path, &found.real)?;
             let options = package::resolve_options(&recipe, &UseFlags::default())?;
             let dep = self.build_package(d.loc.clone(), recipe, path, options, None)?;
             self.dependencies_of(&dep, chain)?;
@@ -641,10 +739,15 @@ impl Resolver<'_> {
         if self.build_roots.contains_key(name.as_str()) {
             return Ok(());
         }
-        let path = self.repo.build_root_path(name)?;
-        let def = BuildRootDef::load(&path)?;
-        self.build_roots
-            .insert(name.value.clone(), BuildRoot { path, def });
+        let found = self.repo.build_root_path(name)?;
+        let def = BuildRootDef::parse(SourceFile::read_as(&found.real, found.path.clone())?)?;
+        self.build_roots.insert(
+            name.value.clone(),
+            BuildRoot {
+                path: found.path,
+                def,
+            },
+        );
         Ok(())
     }
 }
@@ -662,6 +765,7 @@ pub(crate) enum TopLevel {
 /// Parse a file into nodes. Duplicate keys are errors (YAML would silently keep the
 /// last one); an indentation slip gets a hint that names the lines involved.
 pub(crate) fn load_yaml(file: &SourceFile, top: TopLevel) -> Result<Node, SpecError> {
+    file.check_bounds()?;
     if let Some(line) = second_document(&file.text) {
         return Err(file.error_at(
             line,
@@ -697,7 +801,10 @@ fn scan_error(file: &SourceFile, m: &marked_yaml::Marker, info: &str) -> SpecErr
     if let Some(e) = indentation_error(file, m.line()) {
         return e;
     }
-    let help = if info.contains("quoted scalar") {
+    let help = if info.contains("recursion limit") {
+        // The scanner's own bound on flow nesting ([[[…).
+        crate::yaml::DEPTH_HELP
+    } else if info.contains("quoted scalar") {
         "a quoted value needs its closing quote (\" or ')"
     } else if info.contains("flow sequence") || info.contains("flow mapping") {
         "a list written [a, b] or a mapping written {a: b} needs its closing ] or }, and commas between the items"
@@ -1127,6 +1234,50 @@ mod tests {
         assert_eq!(second_document("a: 1\n---\nb: 2\n"), Some(2));
         let e = load_yaml(&file("a: 1\n---\nb: 2\n"), TopLevel::Mapping).unwrap_err();
         assert!(e.to_string().contains("second YAML document"), "{e}");
+    }
+
+    /// 30,000 and 1,000,000 levels, block and flow: located errors, no stack
+    /// overflow (this runs on a test thread's small stack).
+    #[test]
+    fn deep_nesting_is_a_located_error() {
+        let cases = [
+            (
+                format!("{}x\n", "- ".repeat(30_000)),
+                "t.yaml:1:129",
+                "nested more than 64",
+            ),
+            (
+                format!("{}x\n", "- ".repeat(1_000_000)),
+                "t.yaml:1:129",
+                "nested more than 64",
+            ),
+            (
+                format!("{}x\n", "[".repeat(30_000)),
+                "t.yaml:1:256",
+                "recursion limit",
+            ),
+            (
+                format!("{}x\n", "[".repeat(1_000_000)),
+                "t.yaml:1:256",
+                "recursion limit",
+            ),
+            (
+                format!("- {}x\n", "{a: ".repeat(100)),
+                "t.yaml:1:",
+                "nested more than 64",
+            ),
+        ];
+        for (text, at, says) in cases {
+            let e = load_yaml(&file(&text), TopLevel::Sequence).unwrap_err();
+            let SpecError::At {
+                message, location, ..
+            } = &e
+            else {
+                panic!("{e:?}")
+            };
+            assert!(location.starts_with(at), "{location} for {}", &text[..10]);
+            assert!(message.contains(says), "{message}");
+        }
     }
 
     #[test]

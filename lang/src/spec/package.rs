@@ -10,6 +10,7 @@ use marked_yaml::Node;
 
 use super::recipe::{check_recipe_ref, check_url, env_map, parse_source, DepSpec, Recipe};
 use super::{load_yaml, short, top_map, Located, Map, Pairs, SourceSpec, TopLevel};
+use crate::inroot::{AllowedRoots, ResolveError};
 use crate::yaml::{did_you_mean, SourceFile, SpecError};
 
 /// `use: {with: [...], without: [...]}`.
@@ -22,7 +23,8 @@ pub struct UseFlags {
 /// Where a patch comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PatchSource {
-    /// A file in the package directory (absolute path; it exists).
+    /// A file of the spec: absolute, without symlinks, inside the spec directory
+    /// (or a directory the configuration allows); it exists.
     Local(PathBuf),
     /// An `https://` URL (pinned by hash in the lock file).
     Url(String),
@@ -75,14 +77,13 @@ const PATCH_EXAMPLE: &str = "  patches:\n    patches/https-only.patch: \"This pa
 const SOURCE_EXAMPLE: &str = "  version: 1.24.0\n  source:\n    url: https://nginx.org/download/nginx-1.24.0.tar.gz\n    sha256: <64 hex digits>";
 
 impl PkgFile {
-    pub fn load(dir: &Path) -> Result<PkgFile, SpecError> {
-        let file = Arc::new(SourceFile::read(&dir.join("pkg.yaml"))?);
-        PkgFile::parse(file, dir)
-    }
-
     /// Parse and check a pkg.yaml whose package directory is `dir` (local patches are
-    /// looked up there).
-    pub fn parse(file: Arc<SourceFile>, dir: &Path) -> Result<PkgFile, SpecError> {
+    /// looked up there, and must resolve inside `inputs`).
+    pub fn parse(
+        file: Arc<SourceFile>,
+        dir: &Path,
+        inputs: &AllowedRoots,
+    ) -> Result<PkgFile, SpecError> {
         let node = load_yaml(&file, TopLevel::Mapping)?;
         let m = top_map(&file, &node, "pkg.yaml", KEYS, EXAMPLE)?;
         let base = m.required_str("base", "  base: www-servers/nginx-1.22.1")?;
@@ -93,7 +94,7 @@ impl PkgFile {
         if let Some(a) = &author {
             check_author(a)?;
         }
-        let patches = parse_patches(&m, dir)?;
+        let patches = parse_patches(&m, dir, inputs)?;
         let use_flags = match m.map("use", &["with", "without"], USE_EXAMPLE)? {
             Some(u) => parse_use(&u)?,
             None => UseFlags::default(),
@@ -202,7 +203,7 @@ fn parse_use(u: &Map<'_>) -> Result<UseFlags, SpecError> {
     Ok(flags)
 }
 
-fn parse_patches(m: &Map<'_>, dir: &Path) -> Result<Vec<Patch>, SpecError> {
+fn parse_patches(m: &Map<'_>, dir: &Path, inputs: &AllowedRoots) -> Result<Vec<Patch>, SpecError> {
     let mut patches: Vec<Patch> = Vec::new();
     for (key, value) in m.entries("patches", PATCH_EXAMPLE)? {
         let description = match value {
@@ -245,23 +246,28 @@ fn parse_patches(m: &Map<'_>, dir: &Path) -> Result<Vec<Patch>, SpecError> {
             check_url(&key, &["https"])?;
             PatchSource::Url(written.clone())
         } else {
-            let rel = Path::new(&written);
-            let path = dir.join(rel);
-            if written.is_empty() || !path.is_file() {
-                let what = if path.is_dir() {
-                    "is a directory"
-                } else {
-                    "does not exist"
-                };
-                return Err(key.error(
-                    format!("patch file '{}' {what}", short(&written)),
-                    Some(format!(
-                        "local patches are paths relative to the package directory ({}); remote ones are https:// URLs",
-                        dir.display()
-                    )),
-                ));
+            let path = match inputs.resolve(dir, Path::new(&written)) {
+                Ok(p) => Some(p),
+                Err(ResolveError::Missing { .. } | ResolveError::NotADirectory { .. }) => None,
+                Err(e) => return Err(super::unresolved(&key, "the patch", &e, inputs)),
+            };
+            match path {
+                Some(p) if !written.is_empty() && p.is_file() => PatchSource::Local(p),
+                other => {
+                    let what = if other.is_some_and(|p| p.is_dir()) {
+                        "is a directory"
+                    } else {
+                        "does not exist"
+                    };
+                    return Err(key.error(
+                        format!("patch file '{}' {what}", short(&written)),
+                        Some(format!(
+                            "local patches are paths relative to the package directory ({}); remote ones are https:// URLs",
+                            dir.display()
+                        )),
+                    ));
+                }
             }
-            PatchSource::Local(std::path::absolute(&path).unwrap_or(path))
         };
         if let Some(first) = patches.iter().find(|p| p.source == source) {
             return Err(key.error(

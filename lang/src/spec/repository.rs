@@ -4,6 +4,11 @@
 //! `recipe-paths`, then the repository shipped with buildit. The versions of a recipe
 //! are those of all roots together; for one exact version the first root that has it
 //! wins, so a spec can replace a shipped recipe file by its own.
+//!
+//! Every directory listed and every file found is resolved with
+//! [`AllowedRoots::resolve`]: a recipe or build-root file (or a directory on the way
+//! to it) that is a symlink out of the spec directory, the configuration's
+//! `allowed-dirs` and `recipe-paths`, and the shipped repository is refused.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -12,6 +17,7 @@ use std::path::{Path, PathBuf};
 use super::config::Config;
 use super::recipe::{check_recipe_ref, compare_versions, RecipeId};
 use super::{short, Loc, Located};
+use crate::inroot::{AllowedRoots, ResolveError};
 use crate::yaml::{closest, SpecError};
 
 /// The directory of build-root definitions in a root (not a category).
@@ -19,14 +25,30 @@ pub const BUILD_ROOTS: &str = "build-roots";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Repository {
+    /// As given, for messages.
     roots: Vec<PathBuf>,
+    /// How each root is reached: a directory trusted as it is, and the root's path
+    /// below it (the spec's `recipes/` is resolved inside the spec directory).
+    reached: Vec<(PathBuf, PathBuf)>,
+    /// Where recipe and build-root files may resolve.
+    allowed: AllowedRoots,
 }
 
 /// A recipe file found for a reference.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FoundRecipe {
     pub id: RecipeId,
+    /// The file as found under its root (for messages and the recipe's path checks).
     pub path: PathBuf,
+    /// Where it resolves: what is read.
+    pub real: PathBuf,
+}
+
+/// A build-root definition found by name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FoundBuildRoot {
+    pub path: PathBuf,
+    pub real: PathBuf,
 }
 
 /// Why a reference matched no recipe (with what there is instead).
@@ -51,29 +73,6 @@ impl fmt::Display for NotFound {
 
 impl std::error::Error for NotFound {}
 
-/// Directory entries' names (directories or files as asked), sorted; unreadable or
-/// missing directories have none.
-fn entries(dir: &Path, dirs: bool) -> Vec<String> {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut out: Vec<String> = rd
-        .filter_map(Result::ok)
-        .filter(|e| {
-            let is_dir = e.path().is_dir();
-            if dirs {
-                is_dir
-            } else {
-                !is_dir
-            }
-        })
-        .filter_map(|e| e.file_name().to_str().map(str::to_string))
-        .filter(|n| !n.starts_with('.'))
-        .collect();
-    out.sort();
-    out
-}
-
 fn list(items: &[String]) -> String {
     if items.is_empty() {
         "(none)".into()
@@ -83,19 +82,73 @@ fn list(items: &[String]) -> String {
 }
 
 impl Repository {
+    /// Roots trusted as given, each allowed to hold its own files only.
     pub fn new(roots: Vec<PathBuf>) -> Repository {
-        Repository { roots }
+        let mut allowed = AllowedRoots::new();
+        for r in &roots {
+            allowed.allow(r);
+        }
+        Repository {
+            reached: roots.iter().map(|r| (r.clone(), PathBuf::new())).collect(),
+            roots,
+            allowed,
+        }
     }
 
     /// The roots for a spec: `<spec>/recipes`, the config's `recipe-paths`, then the
-    /// shipped repository.
+    /// shipped repository. Their files may resolve into any of them, the spec
+    /// directory and the config's `allowed-dirs`.
     pub fn for_spec(spec_dir: &Path, config: Option<&Config>, shipped: &Path) -> Repository {
         let mut roots = vec![spec_dir.join("recipes")];
+        let mut reached = vec![(spec_dir.to_path_buf(), PathBuf::from("recipes"))];
+        let mut allowed = AllowedRoots::new().with(spec_dir);
         if let Some(c) = config {
-            roots.extend(c.recipe_paths.iter().map(|p| p.value.clone()));
+            for p in &c.recipe_paths {
+                roots.push(p.value.clone());
+                reached.push((p.value.clone(), PathBuf::new()));
+                allowed.allow(&p.value);
+            }
+            for d in &c.allowed_dirs {
+                allowed.allow(&d.value);
+            }
         }
         roots.push(shipped.to_path_buf());
-        Repository { roots }
+        reached.push((shipped.to_path_buf(), PathBuf::new()));
+        allowed.allow(shipped);
+        Repository {
+            roots,
+            reached,
+            allowed,
+        }
+    }
+
+    /// Where `rel` below root `i` resolves.
+    fn resolve(&self, i: usize, rel: &Path) -> Result<PathBuf, ResolveError> {
+        let (base, below) = &self.reached[i];
+        self.allowed.resolve(base, &below.join(rel))
+    }
+
+    /// Names in directory `rel` of root `i` (subdirectories or files as asked),
+    /// sorted, without dot files; a directory that is missing, unreadable or
+    /// resolves outside has none, and so has an entry that does.
+    fn entries(&self, i: usize, rel: &Path, dirs: bool) -> Vec<String> {
+        let Ok(dir) = self.resolve(i, rel) else {
+            return Vec::new();
+        };
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            return Vec::new();
+        };
+        let mut out: Vec<String> = rd
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .filter(|n| !n.starts_with('.'))
+            .filter(|n| match self.allowed.resolve(&dir, Path::new(n)) {
+                Ok(p) => p.is_dir() == dirs,
+                Err(_) => false,
+            })
+            .collect();
+        out.sort();
+        out
     }
 
     pub fn roots(&self) -> &[PathBuf] {
@@ -118,10 +171,8 @@ impl Repository {
 
     /// All categories of all roots.
     pub fn categories(&self) -> Vec<String> {
-        let set: BTreeSet<String> = self
-            .roots
-            .iter()
-            .flat_map(|r| entries(r, true))
+        let set: BTreeSet<String> = (0..self.roots.len())
+            .flat_map(|i| self.entries(i, Path::new(""), true))
             .filter(|c| c != BUILD_ROOTS)
             .collect();
         set.into_iter().collect()
@@ -129,10 +180,8 @@ impl Repository {
 
     /// The recipe names of a category.
     pub fn names(&self, category: &str) -> Vec<String> {
-        let set: BTreeSet<String> = self
-            .roots
-            .iter()
-            .flat_map(|r| entries(&r.join(category), true))
+        let set: BTreeSet<String> = (0..self.roots.len())
+            .flat_map(|i| self.entries(i, Path::new(category), true))
             .collect();
         set.into_iter().collect()
     }
@@ -140,11 +189,20 @@ impl Repository {
     /// The versions of a recipe, oldest first, each with the file of the first root
     /// that has it.
     pub fn versions(&self, category: &str, name: &str) -> Vec<(String, PathBuf)> {
-        let mut found: BTreeMap<String, PathBuf> = BTreeMap::new();
+        self.versions_in_roots(category, name)
+            .into_iter()
+            .map(|(v, path, _)| (v, path))
+            .collect()
+    }
+
+    /// [`Self::versions`] with the index of the root each file is in.
+    fn versions_in_roots(&self, category: &str, name: &str) -> Vec<(String, PathBuf, usize)> {
+        let mut found: BTreeMap<String, (PathBuf, usize)> = BTreeMap::new();
         let prefix = format!("{name}-");
-        for root in &self.roots {
-            let dir = root.join(category).join(name);
-            for f in entries(&dir, false) {
+        let rel = Path::new(category).join(name);
+        for (i, root) in self.roots.iter().enumerate() {
+            let dir = root.join(&rel);
+            for f in self.entries(i, &rel, false) {
                 let Some(stem) = f.strip_suffix(".yaml") else {
                     continue;
                 };
@@ -152,13 +210,41 @@ impl Repository {
                     continue;
                 };
                 if v.starts_with(|c: char| c.is_ascii_digit()) {
-                    found.entry(v.to_string()).or_insert_with(|| dir.join(&f));
+                    found
+                        .entry(v.to_string())
+                        .or_insert_with(|| (dir.join(&f), i));
                 }
             }
         }
-        let mut v: Vec<(String, PathBuf)> = found.into_iter().collect();
+        let mut v: Vec<(String, PathBuf, usize)> =
+            found.into_iter().map(|(v, (p, i))| (v, p, i)).collect();
         v.sort_by(|a, b| compare_versions(&a.0, &b.0));
         v
+    }
+
+    /// The error for a file of the repository that does not resolve inside it.
+    fn escape(&self, path: &Path, e: &ResolveError) -> NotFound {
+        let roots: Vec<String> = self
+            .allowed
+            .roots()
+            .iter()
+            .map(|r| r.display().to_string())
+            .collect();
+        NotFound {
+            message: match e {
+                ResolveError::Outside { resolved } => format!(
+                    "{} resolves to {}, outside the spec directory and the recipe repositories",
+                    path.display(),
+                    resolved.display()
+                ),
+                other => format!("{} cannot be read: {other}", path.display()),
+            },
+            help: format!(
+                "recipe and build-root files are read from {}; another directory can be allowed with `allowed-dirs:` or `recipe-paths:` in your {}",
+                list(&roots),
+                super::config::FILE_NAME
+            ),
+        }
     }
 
     /// The recipe for `CATEGORY/NAME-VERSION`, or the newest `CATEGORY/NAME`.
@@ -225,21 +311,27 @@ impl Repository {
                 help,
             });
         };
-        let versions = self.versions(category, name);
-        let all: Vec<String> = versions.iter().map(|(v, _)| v.clone()).collect();
+        let versions = self.versions_in_roots(category, name);
+        let all: Vec<String> = versions.iter().map(|(v, _, _)| v.clone()).collect();
         let chosen = match version {
             None => versions.last(),
-            Some(v) => versions.iter().find(|(x, _)| x == v),
+            Some(v) => versions.iter().find(|(x, _, _)| x == v),
         };
         match chosen {
-            Some((v, path)) => Ok(FoundRecipe {
-                id: RecipeId {
-                    category: category.to_string(),
-                    name: name.to_string(),
-                    version: v.clone(),
-                },
-                path: path.clone(),
-            }),
+            Some((v, path, i)) => {
+                let file = format!("{name}-{v}.yaml");
+                let rel = Path::new(category).join(name).join(file);
+                let real = self.resolve(*i, &rel).map_err(|e| self.escape(path, &e))?;
+                Ok(FoundRecipe {
+                    id: RecipeId {
+                        category: category.to_string(),
+                        name: name.to_string(),
+                        version: v.clone(),
+                    },
+                    path: path.clone(),
+                    real,
+                })
+            }
             None if all.is_empty() => Err(NotFound {
                 message: format!("the recipe {category}/{name} has no versions"),
                 help: format!(
@@ -267,24 +359,25 @@ impl Repository {
 
     /// All build-root names of all roots.
     pub fn build_roots(&self) -> Vec<String> {
-        let set: BTreeSet<String> = self
-            .roots
-            .iter()
-            .flat_map(|r| entries(&r.join(BUILD_ROOTS), false))
+        let set: BTreeSet<String> = (0..self.roots.len())
+            .flat_map(|i| self.entries(i, Path::new(BUILD_ROOTS), false))
             .filter_map(|f| f.strip_suffix(".yaml").map(str::to_string))
             .collect();
         set.into_iter().collect()
     }
 
     /// `build-roots/NAME.yaml` of the first root that has it.
-    pub fn build_root_path(&self, name: &Located<String>) -> Result<PathBuf, SpecError> {
+    pub fn build_root_path(&self, name: &Located<String>) -> Result<FoundBuildRoot, SpecError> {
         let n = name.trim();
         let valid = !n.is_empty() && !n.contains('/') && n != "." && n != "..";
         if valid {
-            for root in &self.roots {
-                let p = root.join(BUILD_ROOTS).join(format!("{n}.yaml"));
-                if p.is_file() {
-                    return Ok(p);
+            for (i, root) in self.roots.iter().enumerate() {
+                let rel = Path::new(BUILD_ROOTS).join(format!("{n}.yaml"));
+                let path = root.join(&rel);
+                match self.resolve(i, &rel) {
+                    Ok(real) if real.is_file() => return Ok(FoundBuildRoot { path, real }),
+                    Ok(_) | Err(ResolveError::Missing { .. }) => {}
+                    Err(e) => return Err(self.escape(&path, &e).at(&name.loc)),
                 }
             }
         }

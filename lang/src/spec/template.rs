@@ -318,4 +318,25 @@ mod tests {
         let e = t.render(&at(s, s, 1, 1)).unwrap_err();
         assert!(e.to_string().contains("too much work"), "{e}");
     }
+
+    /// minijinja bounds its parser (150 levels) and its calls (500); deeper input is
+    /// an error, not a stack overflow, even on a test thread's small stack.
+    #[test]
+    fn deep_templates_are_errors() {
+        let t = Templates::new(BTreeMap::new());
+        for s in [
+            format!("{{{{ {}1{} }}}}", "(".repeat(100_000), ")".repeat(100_000)),
+            format!("{{{{ {}1{} }}}}", "[".repeat(100_000), "]".repeat(100_000)),
+            "{% if x %}".repeat(100_000),
+            "{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}".to_string(),
+        ] {
+            // Positioned: with an excerpt, or (deep into a long line) without.
+            match t.render(&at(&s, &s, 1, 1)).unwrap_err() {
+                SpecError::At { location: p, .. } | SpecError::File { path: p, .. } => {
+                    assert!(p.starts_with("c.yaml:1:"), "{p}")
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
 }
