@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use super::output::print_json;
 use super::{CliError, CliResult, Global};
 use crate::image::inspect::inspect;
+use crate::image::layout::LayoutError;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -18,8 +19,8 @@ pub struct Args {
 enum Command {
     /// List an image's layers and the packages they hold.
     Inspect {
-        /// An image output (`result-oci`, `result-aci`), an OCI layout directory
-        /// or an `.aci` file.
+        /// An image output (`result-oci`, `result-aci`), an OCI layout directory,
+        /// an `oci-archive` or an `.aci` file.
         path: PathBuf,
         /// List every file of every layer.
         #[arg(long)]
@@ -33,12 +34,11 @@ pub fn exec(_global: &Global, args: Args) -> CliResult<()> {
     match args.command {
         Command::Inspect { path, files, json } => {
             let infos = inspect(&path, files).map_err(|e| {
-                CliError::usage(
-                    e.to_string(),
-                    Some(
-                        "give the result link of an image, an OCI layout directory or an .aci file",
-                    ),
-                )
+                // Only "what is this?" needs the hint; a refused image says why.
+                let hint = matches!(e, LayoutError::Invalid { .. }).then_some(
+                    "give the result link of an image, an OCI layout directory, an oci-archive or an .aci file",
+                );
+                CliError::usage(e.to_string(), hint)
             })?;
             if json {
                 return print_json(&serde_json::to_value(&infos).map_err(std::io::Error::from)?);

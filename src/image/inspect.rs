@@ -1,11 +1,17 @@
-//! `buildit image inspect`: what is in an image buildit wrote — its layers and the
-//! package each comes from, and optionally every file.
+//! `buildit image inspect`: what is in an image — its layers and the package each
+//! comes from, and optionally every file.
+//!
+//! The image may come from anywhere, so OCI layouts and archives are read through
+//! [`super::layout`]: by validated digest, inside the layout, sizes and hashes
+//! checked while streaming, documents bounded.
 
 use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
+
+use super::layout::{Layout, LayoutError, MAX_DOCUMENT};
 
 /// One layer (OCI) or the whole rootfs (ACI).
 #[derive(Debug, Serialize)]
@@ -31,37 +37,56 @@ pub struct ImageInfo {
     pub layers: Vec<LayerInfo>,
 }
 
-fn invalid(path: &Path, why: impl std::fmt::Display) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidData,
-        format!("{}: {why}", path.display()),
-    )
+fn invalid(path: &Path, why: impl std::fmt::Display) -> LayoutError {
+    LayoutError::Invalid {
+        at: path.to_path_buf(),
+        why: why.to_string(),
+    }
 }
 
-fn read_json(path: &Path) -> io::Result<serde_json::Value> {
-    let f = File::open(path)
-        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-    serde_json::from_reader(BufReader::new(f)).map_err(|e| invalid(path, e))
+fn io_at(path: &Path) -> impl Fn(io::Error) -> LayoutError + '_ {
+    move |source| LayoutError::Io {
+        at: path.to_path_buf(),
+        name: ".".into(),
+        source,
+    }
 }
 
-/// Inspect an image: an image output directory (holding `oci/` or a `.aci`), an
-/// OCI layout directory, or an `.aci` file.
-pub fn inspect(path: &Path, files: bool) -> io::Result<Vec<ImageInfo>> {
-    if path.is_file() {
-        return Ok(vec![inspect_aci(path, files)?]);
+/// Inspect an image: an image output directory (holding `oci/` or `.aci` files),
+/// an OCI layout directory, an `oci-archive` or an `.aci` file.
+pub fn inspect(path: &Path, files: bool) -> Result<Vec<ImageInfo>, LayoutError> {
+    let md = std::fs::metadata(path).map_err(io_at(path))?;
+    if md.is_file() {
+        return Ok(vec![if is_oci_archive(path)? {
+            inspect_oci(&Layout::open_archive(path)?, files)?
+        } else {
+            inspect_aci(path, files)?
+        }]);
     }
-    if path.join("index.json").is_file() {
-        return Ok(vec![inspect_oci(path, files)?]);
+    if !md.is_dir() {
+        return Err(invalid(
+            path,
+            "not an image (neither a file nor a directory)",
+        ));
     }
+    let dir = Layout::open_dir(path)?;
+    if dir.has("index.json") {
+        return Ok(vec![inspect_oci(&dir, files)?]);
+    }
+    // An image output directory: its own entries only, none followed out of it.
     let mut out = Vec::new();
-    if path.join("oci/index.json").is_file() {
-        out.push(inspect_oci(&path.join("oci"), files)?);
+    let oci = path.join("oci");
+    if std::fs::symlink_metadata(&oci).is_ok_and(|m| m.is_dir()) {
+        out.push(inspect_oci(&Layout::open_dir(&oci)?, files)?);
     }
-    let mut acis: Vec<PathBuf> = std::fs::read_dir(path)?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "aci"))
-        .collect();
+    let mut acis: Vec<PathBuf> = Vec::new();
+    for e in std::fs::read_dir(path).map_err(io_at(path))? {
+        let e = e.map_err(io_at(path))?;
+        let p = e.path();
+        if p.extension().is_some_and(|x| x == "aci") && e.file_type().is_ok_and(|t| t.is_file()) {
+            acis.push(p);
+        }
+    }
     acis.sort();
     for a in acis {
         out.push(inspect_aci(&a, files)?);
@@ -75,68 +100,98 @@ pub fn inspect(path: &Path, files: bool) -> io::Result<Vec<ImageInfo>> {
     Ok(out)
 }
 
-fn blob(layout: &Path, digest: &str) -> io::Result<PathBuf> {
-    let (algo, hex) = digest
-        .split_once(':')
-        .ok_or_else(|| invalid(layout, format!("bad digest {digest}")))?;
-    Ok(layout.join("blobs").join(algo).join(hex))
+/// A plain tar holding `index.json` and `oci-layout` (an ACI is a tar too, but
+/// holds `manifest` and `rootfs/`, and is usually compressed).
+fn is_oci_archive(path: &Path) -> Result<bool, LayoutError> {
+    let mut head = [0u8; 512];
+    let n = crate::io_util::read_full(&mut File::open(path).map_err(io_at(path))?, &mut head)
+        .map_err(io_at(path))?;
+    if n < 512 || &head[257..262] != b"ustar" {
+        return Ok(false);
+    }
+    let mut ar = tar::Archive::new(File::open(path).map_err(io_at(path))?);
+    let (mut index, mut layout) = (false, false);
+    for e in ar.entries_with_seek().map_err(io_at(path))? {
+        let e = e.map_err(io_at(path))?;
+        let p = e.path().map_err(io_at(path))?;
+        match p.to_string_lossy().trim_start_matches("./") {
+            "index.json" => index = true,
+            "oci-layout" => layout = true,
+            "manifest" => return Ok(false),
+            _ => {}
+        }
+        if index && layout {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
-fn inspect_oci(layout: &Path, files: bool) -> io::Result<ImageInfo> {
-    let index = read_json(&layout.join("index.json"))?;
-    let desc = index["manifests"]
-        .get(0)
-        .ok_or_else(|| invalid(layout, "index.json lists no manifest"))?;
-    let digest = desc["digest"].as_str().unwrap_or_default().to_string();
-    let name = desc["annotations"]["org.opencontainers.image.ref.name"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let manifest = read_json(&blob(layout, &digest)?)?;
+fn inspect_oci(layout: &Layout, files: bool) -> Result<ImageInfo, LayoutError> {
+    let image = layout.first_image()?;
     let mut layers = Vec::new();
-    for l in manifest["layers"].as_array().into_iter().flatten() {
-        let d = l["digest"].as_str().unwrap_or_default().to_string();
-        let media_type = l["mediaType"].as_str().unwrap_or_default().to_string();
+    for l in image.manifest.layers() {
+        let media_type = l.media_type().to_string();
         let list = if files {
-            let f = File::open(blob(layout, &d)?)?;
-            let reader: Box<dyn Read> = if media_type.ends_with("+gzip") {
-                Box::new(flate2::read::GzDecoder::new(BufReader::new(f)))
-            } else if media_type.ends_with("+zstd") {
-                Box::new(zstd::Decoder::new(f)?)
-            } else {
-                Box::new(BufReader::new(f))
+            let mut blob = layout.open_blob(l)?;
+            let listed = match layer_reader(&mut blob, &media_type) {
+                Ok(r) => tar_paths(r),
+                Err(e) => Err(e),
             };
-            tar_paths(reader)?
+            let list = listed.map_err(|e| blob.error(e))?;
+            // The tar ends before the blob does (padding, compressed trailers):
+            // the rest is read so that the whole blob is checked.
+            blob.finish()?;
+            list
         } else {
+            // Listed without its files, the blob is still checked to be there and
+            // a regular file of the right size.
+            drop(layout.open_blob(l)?);
             Vec::new()
         };
         layers.push(LayerInfo {
-            package: l["annotations"]["io.buildit.package"]
-                .as_str()
-                .unwrap_or("?")
-                .to_string(),
-            digest: d,
-            size: l["size"].as_u64().unwrap_or(0),
+            package: l
+                .annotations()
+                .as_ref()
+                .and_then(|a| a.get(super::oci::ANNOTATION_PACKAGE))
+                .cloned()
+                .unwrap_or_else(|| "?".into()),
+            digest: l.digest().to_string(),
+            size: l.size(),
             media_type,
             files: list,
         });
     }
     Ok(ImageInfo {
         format: "oci",
-        name,
-        id: digest,
+        name: image.ref_name.unwrap_or_default(),
+        id: image.manifest_digest.to_string(),
         layers,
     })
 }
 
-fn inspect_aci(file: &Path, files: bool) -> io::Result<ImageInfo> {
+fn layer_reader<'a>(r: impl Read + 'a, media_type: &str) -> io::Result<Box<dyn Read + 'a>> {
+    Ok(if media_type.ends_with("+gzip") {
+        Box::new(flate2::read::GzDecoder::new(r))
+    } else if media_type.ends_with("+zstd") {
+        Box::new(zstd::Decoder::new(r)?)
+    } else {
+        Box::new(r)
+    })
+}
+
+fn inspect_aci(file: &Path, files: bool) -> Result<ImageInfo, LayoutError> {
+    let io_err = io_at(file);
     let mut magic = [0u8; 6];
-    let n = File::open(file)?.read(&mut magic)?;
-    let f = BufReader::new(File::open(file)?);
+    let n = crate::io_util::read_full(&mut File::open(file).map_err(&io_err)?, &mut magic)
+        .map_err(&io_err)?;
+    let f = BufReader::new(File::open(file).map_err(&io_err)?);
     let reader: Box<dyn Read> = if n >= 2 && magic[..2] == [0x1f, 0x8b] {
         Box::new(flate2::read::GzDecoder::new(f))
     } else if n >= 6 && magic == [0xfd, b'7', b'z', b'X', b'Z', 0] {
         Box::new(liblzma::read::XzDecoder::new(f))
+    } else if n >= 4 && magic[..4] == [0x28, 0xb5, 0x2f, 0xfd] {
+        Box::new(zstd::Decoder::new(f).map_err(&io_err)?)
     } else {
         Box::new(f)
     };
@@ -147,19 +202,33 @@ fn inspect_aci(file: &Path, files: bool) -> io::Result<ImageInfo> {
     let mut paths = Vec::new();
     {
         let mut archive = tar::Archive::new(&mut hashing);
-        for e in archive.entries()? {
-            let mut e = e?;
-            let p = e.path()?.display().to_string();
+        for e in archive.entries().map_err(&io_err)? {
+            let mut e = e.map_err(&io_err)?;
+            let p = e.path().map_err(&io_err)?.display().to_string();
             if p == "manifest" {
-                let mut s = String::new();
-                e.read_to_string(&mut s)?;
-                manifest = serde_json::from_str(&s).map_err(|x| invalid(file, x))?;
+                if e.size() > MAX_DOCUMENT {
+                    return Err(LayoutError::TooLarge {
+                        at: file.to_path_buf(),
+                        name: p,
+                        limit: MAX_DOCUMENT,
+                    });
+                }
+                let mut s = Vec::new();
+                e.by_ref()
+                    .take(MAX_DOCUMENT)
+                    .read_to_end(&mut s)
+                    .map_err(&io_err)?;
+                manifest = serde_json::from_slice(&s).map_err(|source| LayoutError::Json {
+                    at: file.to_path_buf(),
+                    name: p,
+                    source,
+                })?;
             } else if files {
                 paths.push(p);
             }
         }
     }
-    io::copy(&mut hashing, &mut io::sink())?;
+    io::copy(&mut hashing, &mut io::sink()).map_err(&io_err)?;
     let (hash, size, _) = hashing.finish();
     Ok(ImageInfo {
         format: "aci",

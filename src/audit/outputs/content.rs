@@ -115,7 +115,7 @@ pub(crate) fn explain_files(
     b: &Path,
     opts: &DiffOptions,
 ) -> Result<ContentDiff, OutputDiffError> {
-    let size = |p: &Path| Ok(std::fs::metadata(p).map_err(io_at(p))?.len());
+    let size = |p: &Path| Ok::<_, OutputDiffError>(std::fs::metadata(p).map_err(io_at(p))?.len());
     let (sa, sb) = (size(a)?, size(b)?);
     if sa <= MAX_IN_MEMORY && sb <= MAX_IN_MEMORY {
         let da = std::fs::read(a).map_err(io_at(a))?;

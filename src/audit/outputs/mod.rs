@@ -72,6 +72,10 @@ pub enum OutputDiffError {
     UnsafePath { path: PathBuf, member: String },
     #[error("running diffoscope: {0}")]
     Diffoscope(#[source] io::Error),
+    /// An OCI layout refused (bad digest, a blob outside it, content that does
+    /// not match its digest, a document too large).
+    #[error(transparent)]
+    Layout(#[from] crate::image::layout::LayoutError),
 }
 
 pub(crate) fn io_at(path: &Path) -> impl FnOnce(io::Error) -> OutputDiffError + '_ {

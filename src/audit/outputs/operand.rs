@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -15,6 +15,7 @@ use super::content::json_diff;
 use super::read_full;
 use super::tree::{diff_trees, TreeDiff};
 use super::{invalid, io_at, DiffOptions, OutputDiff, OutputDiffError, PartChange, PartDiff};
+use crate::image::layout::{Layout, MAX_DOCUMENT};
 
 const NAR_MAGIC: &[u8] = b"\x0d\0\0\0\0\0\0\0nix-archive-1";
 
@@ -396,7 +397,7 @@ struct Layer {
 
 enum LayerSource {
     /// An OCI blob (a tar, maybe compressed).
-    Blob(PathBuf),
+    Blob(Box<BlobRef>),
     /// Already unpacked (an ACI's rootfs).
     Dir(PathBuf),
 }
@@ -408,6 +409,10 @@ fn images_of(op: &Operand) -> Result<Vec<Image>, OutputDiffError> {
         Operand::Aci(p) => vec![aci_image(p)?],
         Operand::ImageOutput(dir) => {
             let mut out = Vec::new();
+            let oci = dir.join("oci");
+            if fs::symlink_metadata(&oci).is_ok_and(|m| m.file_type().is_symlink()) {
+                return Err(invalid(&oci, "a symlink: an image is read inside itself"));
+            }
             if dir.join("oci/index.json").is_file() {
                 out.push(oci_image(&dir.join("oci"), "oci".into(), None)?);
             }
@@ -429,20 +434,17 @@ fn file_label(p: &Path) -> String {
         .unwrap_or_else(|| p.display().to_string())
 }
 
+/// A JSON document of an unpacked image, at most [`MAX_DOCUMENT`] bytes.
 fn read_json(path: &Path) -> Result<Value, OutputDiffError> {
     let f = File::open(path).map_err(io_at(path))?;
-    serde_json::from_reader(BufReader::new(f)).map_err(|e| invalid(path, e))
-}
-
-fn blob_path(layout: &Path, digest: &str) -> Result<PathBuf, OutputDiffError> {
-    let (algo, hex) = digest
-        .split_once(':')
-        .ok_or_else(|| invalid(layout, format!("bad digest '{digest}'")))?;
-    let ok = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_alphanumeric());
-    if !ok(algo) || !ok(hex) {
-        return Err(invalid(layout, format!("bad digest '{digest}'")));
+    let mut bytes = Vec::new();
+    f.take(MAX_DOCUMENT + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io_at(path))?;
+    if bytes.len() as u64 > MAX_DOCUMENT {
+        return Err(invalid(path, format!("larger than {MAX_DOCUMENT} bytes")));
     }
-    Ok(layout.join("blobs").join(algo).join(hex))
+    serde_json::from_slice(&bytes).map_err(|e| invalid(path, e))
 }
 
 fn oci_archive(p: &Path) -> Result<Image, OutputDiffError> {
@@ -458,38 +460,38 @@ fn oci_image(
     label: String,
     scratch: Option<Scratch>,
 ) -> Result<Image, OutputDiffError> {
-    let index = read_json(&layout.join("index.json"))?;
-    let desc = index["manifests"]
-        .get(0)
-        .ok_or_else(|| invalid(layout, "index.json lists no manifest"))?;
-    let mdigest = desc["digest"].as_str().unwrap_or_default();
-    let manifest = read_json(&blob_path(layout, mdigest)?)?;
-    let mut docs = Vec::new();
-    if let Some(c) = manifest["config"]["digest"].as_str() {
-        docs.push((
-            "image config".to_string(),
-            read_json(&blob_path(layout, c)?)?,
-        ));
-    }
+    // By digest and inside the layout, as `image inspect` reads: the operands of a
+    // diff are as untrusted as any image.
+    let reader = Layout::open_dir(layout)?;
+    let image = reader.first_image()?;
+    let (_, config) = reader.config(&image.manifest)?;
+    let as_value = |name: &str, bytes: &[u8]| {
+        serde_json::from_slice::<Value>(bytes).map_err(|e| invalid(&layout.join(name), e))
+    };
+    let mut docs = vec![("image config".to_string(), as_value("config", &config)?)];
     let mut layers = Vec::new();
-    for (i, l) in manifest["layers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
-        let digest = l["digest"].as_str().unwrap_or_default();
-        let key = match l["annotations"][ANNOTATION_PACKAGE].as_str() {
+    for (i, l) in image.manifest.layers().iter().enumerate() {
+        let key = match l
+            .annotations()
+            .as_ref()
+            .and_then(|a| a.get(ANNOTATION_PACKAGE))
+        {
             Some(pkg) => strip_hashes(pkg),
             None => format!("#{}", i + 1),
         };
         layers.push(Layer {
             key,
-            digest: Some(digest.to_string()),
-            source: LayerSource::Blob(blob_path(layout, digest)?),
+            digest: Some(l.digest().to_string()),
+            source: LayerSource::Blob(Box::new(BlobRef {
+                layout: layout.to_path_buf(),
+                desc: l.clone(),
+            })),
         });
     }
-    docs.push(("manifest".to_string(), manifest));
+    docs.push((
+        "manifest".to_string(),
+        as_value("manifest", &image.manifest_bytes)?,
+    ));
     Ok(Image {
         label,
         docs,
@@ -688,7 +690,9 @@ fn flat_root(img: &Image) -> Result<(PathBuf, Option<Scratch>), OutputDiffError>
     let mut dirs = DirModes::new();
     for l in &img.layers {
         match &l.source {
-            LayerSource::Blob(p) => unpack_tar_into(blob_reader(p)?, s.path(), p, &mut dirs)?,
+            LayerSource::Blob(b) => with_blob(b, |r, origin| {
+                unpack_tar_into(r, s.path(), origin, &mut dirs)
+            })?,
             LayerSource::Dir(d) => return Err(invalid(d, "an unpacked layer among several")),
         }
         apply_whiteouts(s.path())?;
@@ -748,37 +752,63 @@ fn diff_layers(a: &Layer, b: &Layer, opts: &DiffOptions) -> Result<TreeDiff, Out
 fn layer_root(l: &Layer) -> Result<(PathBuf, Option<Scratch>), OutputDiffError> {
     match &l.source {
         LayerSource::Dir(d) => Ok((d.clone(), None)),
-        LayerSource::Blob(p) => {
+        LayerSource::Blob(b) => {
             let s = Scratch::new()?;
-            unpack_tar(blob_reader(p)?, s.path(), p)?;
+            with_blob(b, |r, origin| unpack_tar(r, s.path(), origin))?;
             Ok((s.path().to_path_buf(), Some(s)))
         }
     }
 }
 
-/// A blob's tar stream, decompressed by its magic (the media type can lie).
-fn blob_reader(p: &Path) -> Result<Box<dyn Read>, OutputDiffError> {
-    let mut head = [0u8; 8];
-    let n = read_full(&mut File::open(p).map_err(io_at(p))?, &mut head).map_err(io_at(p))?;
-    let f = BufReader::with_capacity(1 << 20, File::open(p).map_err(io_at(p))?);
-    Ok(match Codec::sniff(&head[..n]) {
-        Some(c) => c.decoder(f).map_err(io_at(p))?,
-        None => Box::new(f),
-    })
+/// A layer blob of an OCI layout, read through [`Layout::open_blob`].
+struct BlobRef {
+    layout: PathBuf,
+    desc: oci_spec::image::Descriptor,
+}
+
+/// Run `f` on a blob's tar stream, decompressed by its magic (the media type can
+/// lie), its size and digest checked to the last byte: `f`'s result counts only
+/// for a blob that matches its descriptor.
+fn with_blob<T>(
+    b: &BlobRef,
+    f: impl FnOnce(&mut dyn Read, &Path) -> Result<T, OutputDiffError>,
+) -> Result<T, OutputDiffError> {
+    let layout = Layout::open_dir(&b.layout)?;
+    let mut blob = layout.open_blob(&b.desc)?;
+    let origin = b.layout.join(blob.name());
+    let result = {
+        let mut r = BufReader::with_capacity(1 << 20, &mut blob);
+        match r.fill_buf().map(Codec::sniff) {
+            Err(e) => Err(io_at(&origin)(e)),
+            Ok(Some(c)) => match c.decoder(r) {
+                Ok(mut d) => f(&mut d, &origin),
+                Err(e) => Err(io_at(&origin)(e)),
+            },
+            Ok(None) => f(&mut r, &origin),
+        }
+    };
+    match result {
+        // What `f` failed on may be the mismatch the blob found.
+        Err(e) => Err(blob.take_failure().map(Into::into).unwrap_or(e)),
+        Ok(v) => {
+            blob.finish()?;
+            Ok(v)
+        }
+    }
 }
 
 fn count_layer(l: &Layer) -> Result<usize, OutputDiffError> {
     match &l.source {
         LayerSource::Dir(d) => Ok(fs::read_dir(d).map_err(io_at(d))?.count()),
-        LayerSource::Blob(p) => {
-            let mut ar = tar::Archive::new(blob_reader(p)?);
+        LayerSource::Blob(b) => with_blob(b, |r, origin| {
+            let mut ar = tar::Archive::new(r);
             let mut n = 0;
-            for e in ar.entries().map_err(io_at(p))? {
-                e.map_err(io_at(p))?;
+            for e in ar.entries().map_err(io_at(origin))? {
+                e.map_err(io_at(origin))?;
                 n += 1;
             }
             Ok(n)
-        }
+        }),
     }
 }
 
