@@ -108,6 +108,12 @@ impl BinaryCache {
                     .join(", ")
             ))
         })?;
+        // The signature does not cover `CA:`: a claim that does not make this path
+        // is refused here, before any download; the content is checked as the NAR
+        // is restored (LocalStore::add_nar).
+        path_info(&info)
+            .check_ca_path()
+            .map_err(|e| self.err(e.to_string()))?;
         Ok(Some(info))
     }
 
@@ -146,18 +152,8 @@ impl BinaryCache {
                 )))
             }
         };
-        let path_info = PathInfo {
-            path: info.store_path.clone(),
-            nar_hash: info.nar_hash.clone(),
-            nar_size: info.nar_size,
-            references: info.references.clone(),
-            deriver: info.deriver.clone(),
-            sigs: info.sigs.iter().map(|s| s.to_string()).collect(),
-            registration_time: 0,
-            ca: info.ca.clone(),
-        };
         store
-            .add_nar(&path_info, &mut nar)
+            .add_nar(&path_info(info), &mut nar)
             .map_err(|e| self.err(format!("{}: {e}", info.store_path)))?;
         drop(nar);
         Ok(Substituted {
@@ -286,6 +282,22 @@ impl BinaryCache {
         let text = store.temp_tree()?;
         fs::write(text.path(), narinfo.to_string()).map_err(|e| self.err(e.to_string()))?;
         self.backend.put(&narinfo.file_name(), text.path())
+    }
+}
+
+/// What the store registers for a substituted path. `deriver` and `ca` are not
+/// signed: the deriver is kept as the advisory hint it is in Nix, and the content
+/// address is checked by the store before it is registered.
+fn path_info(info: &NarInfo) -> PathInfo {
+    PathInfo {
+        path: info.store_path.clone(),
+        nar_hash: info.nar_hash.clone(),
+        nar_size: info.nar_size,
+        references: info.references.clone(),
+        deriver: info.deriver.clone(),
+        sigs: info.sigs.iter().map(|s| s.to_string()).collect(),
+        registration_time: 0,
+        ca: info.ca.clone(),
     }
 }
 

@@ -128,8 +128,12 @@ pub struct NarInfo {
     pub nar_hash: Hash,
     pub nar_size: u64,
     pub references: BTreeSet<StorePath>,
+    /// Unsigned (the fingerprint covers the path, NAR hash, NAR size and
+    /// references only): advisory, never a reason to trust anything.
     pub deriver: Option<StorePath>,
     pub sigs: Vec<Signature>,
+    /// Unsigned like `deriver`: a claim to check against the path and the NAR
+    /// before it is believed (`PathInfo::check_ca_path`, `LocalStore::add_nar`).
     pub ca: Option<ContentAddress>,
     /// Legacy `System:` key; modern Nix neither writes nor needs it.
     pub system: Option<String>,

@@ -278,6 +278,77 @@ fn add_nar_checks_hash_and_size() {
     assert!(b.verify(true).unwrap().problems.is_empty());
 }
 
+/// A content address is unsigned in a narinfo: `add_nar` believes it only when
+/// it makes the path and holds for the content.
+#[test]
+fn add_nar_checks_content_address_claims() {
+    use buildit_store::{ContentAddress, Hash};
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    tree(&src);
+    let a = LocalStore::open(&t.path().join("a")).unwrap();
+    let p = add_tree(&a, &src);
+    let info = a.path_info(&p).unwrap().unwrap();
+    let mut bytes = Vec::new();
+    nar::dump_path(&a.physical_path(&p), &mut bytes).unwrap();
+    let flat_src = t.path().join("flat");
+    fs::write(&flat_src, "flat bytes\n").unwrap();
+    let flat = a
+        .add_path(&flat_src, "flat", FileIngestion::Flat, HashAlgo::Sha1)
+        .unwrap();
+    let flat_info = a.path_info(&flat).unwrap().unwrap();
+    let mut flat_nar = Vec::new();
+    nar::dump_path(&a.physical_path(&flat), &mut flat_nar).unwrap();
+
+    let b = LocalStore::open(&t.path().join("b")).unwrap();
+    let refused = |info: &buildit_store::PathInfo, nar: &[u8], why: &str| {
+        let err = b.add_nar(info, &mut &nar[..]).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("content address") && msg.contains(why),
+            "{msg}"
+        );
+        assert!(!b.is_valid(&info.path).unwrap());
+        assert!(!b.physical_path(&info.path).exists());
+    };
+    // Another hash than the content's: its path is another path.
+    let mut lie = info.clone();
+    lie.ca = Some(ContentAddress::Fixed(
+        FileIngestion::Recursive,
+        Hash::sha256(b"something else"),
+    ));
+    refused(&lie, &bytes, "it makes the path");
+    // Input-addressed in truth (no claim): accepted as such, claim-free.
+    let mut plain = info.clone();
+    plain.ca = None;
+    // A claim of flat content for a tree.
+    let mut flat_lie = flat_info.clone();
+    flat_lie.ca = Some(ContentAddress::Fixed(
+        FileIngestion::Flat,
+        Hash::of(HashAlgo::Sha1, b"other bytes\n"),
+    ));
+    refused(&flat_lie, &flat_nar, "it makes the path");
+    // A claim with references where none may be.
+    let mut with_refs = flat_info.clone();
+    with_refs.references.insert(p.clone());
+    refused(&with_refs, &flat_nar, "references");
+    // The path is right for the claim, the NAR is another file's (its NAR hash
+    // and size are what the narinfo says): the content check refuses it.
+    let other = t.path().join("other");
+    fs::write(&other, "other bytes\n").unwrap();
+    let mut other_nar = Vec::new();
+    nar::dump_path(&other, &mut other_nar).unwrap();
+    let mut swapped = flat_info.clone();
+    (swapped.nar_hash, swapped.nar_size) = nar::hash_path(&other, HashAlgo::Sha256).unwrap();
+    refused(&swapped, &other_nar, "the content hashes to");
+    // True claims pass, and the content is checked: recursive sha256 and flat sha1.
+    b.add_nar(&info, &mut &bytes[..]).unwrap();
+    assert_eq!(b.path_info(&p).unwrap().unwrap().ca, info.ca);
+    b.add_nar(&flat_info, &mut &flat_nar[..]).unwrap();
+    assert_eq!(b.path_info(&flat).unwrap().unwrap().ca, flat_info.ca);
+    assert!(plain.check_ca_path().is_ok());
+}
+
 /// The root of an added path may be a symlink, even a dangling one (found by the Nix
 /// oracle test: flushing must not follow it).
 #[test]

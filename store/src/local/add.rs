@@ -164,12 +164,15 @@ impl LocalStore {
 
     /// Import a NAR whose metadata is known in advance (from a binary cache or an
     /// export): restores it, checks its hash and size against `info`, and registers
-    /// it. Nothing is registered when any check fails.
+    /// it. A content address in `info` is checked too — it must make the path and
+    /// hold for the content — since nothing signs it. Nothing is registered when
+    /// any check fails.
     pub fn add_nar(&self, info: &PathInfo, nar: &mut impl Read) -> Result<(), StoreError> {
         if self.is_valid(&info.path)? {
             // Drain nothing: the caller's stream is simply not needed.
             return Ok(());
         }
+        info.check_ca_path()?;
         self.begin_write()?;
         let tmp = TempTree::new(self)?;
         let mut reader = HashingReader::new(nar, info.nar_hash.algo());
@@ -189,6 +192,7 @@ impl LocalStore {
                 actual: size,
             });
         }
+        check_ca_content(tmp.path(), info)?;
         let mut info = info.clone();
         info.registration_time = now();
         self.commit_if_absent(&tmp, info, &[])
@@ -332,4 +336,49 @@ fn copy_tree_hashing(
         restored?;
         Ok(dumped)
     })
+}
+
+/// Whether the tree restored at `tree` (whose NAR hash `info.nar_hash` was just
+/// checked) has the content `info.ca` claims: for recursive ingestion the NAR
+/// hash in the claimed algorithm; for flat and text the bytes of a regular,
+/// non-executable file, as Nix requires of them.
+fn check_ca_content(tree: &Path, info: &PathInfo) -> Result<(), StoreError> {
+    let Some(ca) = &info.ca else {
+        return Ok(());
+    };
+    let false_ca = |why: String| crate::path_info::FalseContentAddress {
+        path: info.path.clone(),
+        ca: ca.to_string(),
+        why,
+    };
+    let (method, claimed) = match ca {
+        ContentAddress::Text(h) => (FileIngestion::Flat, h),
+        ContentAddress::Fixed(m, h) => (*m, h),
+    };
+    let actual = match method {
+        FileIngestion::Recursive if info.nar_hash.algo() == claimed.algo() => info.nar_hash.clone(),
+        FileIngestion::Recursive => nar::hash_path(tree, claimed.algo())?.0,
+        FileIngestion::Flat => {
+            use std::os::unix::fs::PermissionsExt;
+            let md = fs::symlink_metadata(tree).map_err(|e| StoreError::io(tree, e))?;
+            if !md.is_file() || md.permissions().mode() & 0o111 != 0 {
+                return Err(false_ca(
+                    "flat and text content is a regular, non-executable file".into(),
+                )
+                .into());
+            }
+            let mut h = crate::Hasher::new(claimed.algo());
+            let mut f = fs::File::open(tree).map_err(|e| StoreError::io(tree, e))?;
+            io::copy(&mut f, &mut h).map_err(|e| StoreError::io(tree, e))?;
+            h.finish()
+        }
+    };
+    if actual != *claimed {
+        return Err(false_ca(format!(
+            "the content hashes to {}",
+            actual.to_prefixed_nix32()
+        ))
+        .into());
+    }
+    Ok(())
 }

@@ -82,6 +82,8 @@ pub enum StoreError {
     FlatNeedsFile(PathBuf),
     #[error("{0}")]
     Invalid(String),
+    #[error(transparent)]
+    FalseContentAddress(#[from] crate::path_info::FalseContentAddress),
 }
 
 impl StoreError {
