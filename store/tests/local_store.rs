@@ -123,6 +123,27 @@ fn leftovers_of_a_killed_writer_are_removed_on_open() {
     assert!(store.verify(true).unwrap().problems.is_empty());
 }
 
+/// A lock file whose tree is gone (a writer killed after moving its tree into
+/// the store) is removed at the next open, unless someone holds it.
+#[test]
+fn stale_lock_files_are_removed_on_open_held_ones_kept() {
+    use buildit_store::local::FileLock;
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    drop(LocalStore::open(&root).unwrap());
+    let tmp = root.join("var/tmp");
+    let stale = tmp.join("add-1-2-3.lock");
+    let held = tmp.join("add-4-5-6.lock");
+    fs::write(&stale, "").unwrap();
+    let holder = FileLock::exclusive(&held).unwrap();
+    drop(LocalStore::open(&root).unwrap());
+    assert!(!stale.exists(), "an unheld lock without its tree goes");
+    assert!(held.exists(), "a held lock stays");
+    drop(holder);
+    drop(LocalStore::open(&root).unwrap());
+    assert!(!held.exists());
+}
+
 #[test]
 fn verify_finds_tampering() {
     let t = tempfile::tempdir().unwrap();

@@ -34,16 +34,35 @@ impl FileLock {
         loop {
             match Flock::lock(file, arg) {
                 Ok(flock) => {
+                    // Stale lock files are removed (held, so unused) by
+                    // `LocalStore::open`; one removed between our open and our
+                    // lock is a lock on nothing: take the one now at `path`.
+                    if !Self::still_at(&flock, path)? {
+                        drop(flock);
+                        file = Self::open(path)?;
+                        continue;
+                    }
                     return Ok(Some(FileLock {
                         _flock: flock,
                         path: path.to_path_buf(),
-                    }))
+                    }));
                 }
                 Err((_, Errno::EWOULDBLOCK)) => return Ok(None),
                 // Interrupted by a signal: wait again on the same file.
                 Err((f, Errno::EINTR)) => file = f,
                 Err((_, e)) => return Err(StoreError::io(path, e.into())),
             }
+        }
+    }
+
+    /// Whether `path` still names the file `locked` holds.
+    fn still_at(locked: &File, path: &Path) -> Result<bool, StoreError> {
+        use std::os::unix::fs::MetadataExt;
+        let held = locked.metadata().map_err(|e| StoreError::io(path, e))?;
+        match std::fs::symlink_metadata(path) {
+            Ok(now) => Ok(now.dev() == held.dev() && now.ino() == held.ino()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(StoreError::io(path, e)),
         }
     }
 

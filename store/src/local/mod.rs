@@ -305,7 +305,17 @@ impl LocalStore {
             let entry = entry.map_err(|e| StoreError::io(&tmp, e))?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            if name.ends_with(".lock") {
+            if let Some(tree) = name.strip_suffix(".lock") {
+                // A lock whose tree is gone (moved into the store, or never
+                // made) is left by a process killed before it cleaned up. Held,
+                // it is someone's: only an unheld one goes, removed while we
+                // hold it (takers check they hold what is still there).
+                let lock_file = entry.path();
+                if fs::symlink_metadata(tmp.join(tree)).is_err() {
+                    if let Some(_held) = FileLock::try_exclusive(&lock_file)? {
+                        let _ = fs::remove_file(&lock_file);
+                    }
+                }
                 continue;
             }
             let lock_file = tmp.join(format!("{name}.lock"));
