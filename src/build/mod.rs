@@ -72,6 +72,11 @@ impl BuildError {
     }
 }
 
+/// Processes and threads one build may have at once unless told otherwise:
+/// far above what `make -j` on a large machine needs, far below what would
+/// hurt the host.
+pub const DEFAULT_MAX_PROCESSES: u64 = 4096;
+
 /// How to realise.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -85,6 +90,9 @@ pub struct Options {
     pub timeout: Option<Duration>,
     /// Kill a build that prints nothing for this long.
     pub max_silent_time: Option<Duration>,
+    /// At most this many processes and threads at once in one build's
+    /// sandbox (`RLIMIT_NPROC`, counted per build); `None` = no limit of our own.
+    pub max_processes: Option<u64>,
     /// Keep the build dir of a failed build.
     pub keep_failed: bool,
     /// Rebuild the targets (whose outputs are valid) and compare NAR hashes.
@@ -124,6 +132,7 @@ impl Default for Options {
             keep_going: false,
             timeout: None,
             max_silent_time: None,
+            max_processes: Some(DEFAULT_MAX_PROCESSES),
             keep_failed: false,
             check: false,
             substitute: true,

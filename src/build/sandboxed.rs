@@ -212,6 +212,7 @@ impl Realiser<'_> {
         spec.cwd = "/build".into();
         spec.env = self.build_env(drv);
         spec.timeout = self.options.timeout;
+        spec.max_processes = self.options.max_processes;
         spec.cancel = Some(cancel.clone());
 
         let (log_file, log_path) =

@@ -36,6 +36,10 @@ pub struct BuildArgs {
     /// Kill a build that prints nothing for this many seconds.
     #[arg(long, value_name = "SECONDS")]
     max_silent_time: Option<u64>,
+    /// At most this many processes and threads at once in one build (0: no
+    /// limit of buildit's own).
+    #[arg(long, value_name = "N", default_value_t = crate::build::DEFAULT_MAX_PROCESSES)]
+    max_processes: u64,
     /// Keep the build directory of a failed build (under the store's var/kept/).
     #[arg(short = 'K', long)]
     keep_failed: bool,
@@ -130,6 +134,7 @@ impl BuildArgs {
             keep_going: self.keep_going,
             timeout: self.timeout.map(Duration::from_secs),
             max_silent_time: self.max_silent_time.map(Duration::from_secs),
+            max_processes: (self.max_processes > 0).then_some(self.max_processes),
             keep_failed: self.keep_failed,
             check,
             substitute: !self.no_substitute,

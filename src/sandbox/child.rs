@@ -2,7 +2,8 @@
 //! `err_w` and exits.
 
 use std::ffi::CString;
-use std::os::fd::RawFd;
+use std::io::Read;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -124,17 +125,87 @@ fn write_file(path: &str, data: &str) -> Res {
     std::fs::write(path, data).map_err(|e| format!("write {path} ({:?}): {e}", data.trim_end()))
 }
 
+/// Writes the id maps of the user namespace of process `pid` ("self" or a
+/// number): the sandbox's one uid and gid onto the host ids.
+fn write_id_maps(plan: &Plan, pid: &str) -> Res {
+    write_file(&format!("/proc/{pid}/setgroups"), "deny")?;
+    write_file(
+        &format!("/proc/{pid}/uid_map"),
+        &format!("{} {} 1\n", plan.uid, plan.host_uid),
+    )?;
+    write_file(
+        &format!("/proc/{pid}/gid_map"),
+        &format!("{} {} 1\n", plan.gid, plan.host_gid),
+    )
+}
+
+/// For a root caller: a process that enters a new user namespace has no
+/// capabilities left in its parent, so it may only map its own id — which
+/// for root is host root. A child that stays outside (still root there)
+/// writes the helper's maps instead, with the unprivileged host ids.
+fn unshare_user_mapped_by_child(plan: &Plan) -> Res {
+    // Root's supplementary groups would otherwise stay with the build.
+    nix::unistd::setgroups(&[]).map_err(ctx(|| "drop supplementary groups".into()))?;
+    let (go_r, go_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(ctx(|| "pipe".into()))?;
+    let (res_r, res_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(ctx(|| "pipe".into()))?;
+    let helper = nix::unistd::getpid().as_raw().to_string();
+    // SAFETY: single-threaded child; the mapper only writes files and exits.
+    match unsafe { fork() }.map_err(ctx(|| "fork id mapper".into()))? {
+        ForkResult::Child => {
+            set_pdeathsig();
+            drop(go_w);
+            drop(res_r);
+            let mut byte = [0u8; 1];
+            let go = nix::unistd::read(&go_r, &mut byte).unwrap_or(0) == 1;
+            let code = match go.then(|| write_id_maps(plan, &helper)) {
+                Some(Ok(())) => 0,
+                Some(Err(e)) => {
+                    write_fd(res_w.as_raw_fd(), e.as_bytes());
+                    1
+                }
+                None => 1,
+            };
+            // SAFETY: as in die.
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => {
+            drop(go_r);
+            drop(res_w);
+            let unshared =
+                unshare(CloneFlags::CLONE_NEWUSER).map_err(ctx(|| "unshare user namespace".into()));
+            if unshared.is_ok() {
+                write_fd(go_w.as_raw_fd(), b"g");
+            }
+            // EOF tells the mapper to give up when the unshare failed.
+            drop(go_w);
+            let mut msg = Vec::new();
+            let _ = std::fs::File::from(res_r).read_to_end(&mut msg);
+            let mut st = 0;
+            // SAFETY: waiting for our own child.
+            while unsafe { libc::waitpid(child.as_raw(), &mut st, 0) } < 0
+                && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
+            {}
+            unshared?;
+            if !msg.is_empty() {
+                return Err(String::from_utf8_lossy(&msg).into_owned());
+            }
+            if !libc::WIFEXITED(st) || libc::WEXITSTATUS(st) != 0 {
+                return Err(format!("the id mapper ended with status {st}"));
+            }
+            Ok(())
+        }
+    }
+}
+
 fn namespaces(plan: &Plan) -> Res {
-    unshare(CloneFlags::CLONE_NEWUSER).map_err(ctx(|| "unshare user namespace".into()))?;
-    write_file("/proc/self/setgroups", "deny")?;
-    write_file(
-        "/proc/self/uid_map",
-        &format!("{} {} 1\n", plan.uid, plan.outer_uid),
-    )?;
-    write_file(
-        "/proc/self/gid_map",
-        &format!("{} {} 1\n", plan.gid, plan.outer_gid),
-    )?;
+    if plan.privileged_map {
+        unshare_user_mapped_by_child(plan)?;
+    } else {
+        unshare(CloneFlags::CLONE_NEWUSER).map_err(ctx(|| "unshare user namespace".into()))?;
+        write_id_maps(plan, "self")?;
+    }
     let flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWNET
@@ -146,6 +217,11 @@ fn namespaces(plan: &Plan) -> Res {
 /// PID 1 inside: sets up the root, runs the command, reaps, reports.
 fn init(plan: &Plan, fds: &ChildFds) -> ! {
     set_pdeathsig();
+    // Init is a copy of the caller: keep the build from reading the caller's
+    // environment, executable and memory through /proc/1 or ptrace.
+    // SAFETY: plain prctl.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    wipe_command_line_and_environment();
     // Only the helper reports init's pid; the caller reads that pipe to EOF.
     // SAFETY: closing our copy.
     unsafe { libc::close(fds.pid_w) };
@@ -182,47 +258,61 @@ fn init(plan: &Plan, fds: &ChildFds) -> ! {
     unsafe { libc::_exit(0) }
 }
 
+/// Overwrites the caller's argv and environment strings in init's memory with
+/// zeros: `/proc/1/cmdline` is readable by everyone in the sandbox, and the
+/// caller's command line (paths, cache URLs) is none of the build's business.
+fn wipe_command_line_and_environment() {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return;
+    };
+    // Fields after the command name (which may hold spaces) start at field 3;
+    // arg_start..env_end are fields 48..=51.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return;
+    };
+    let f: Vec<usize> = rest
+        .split_whitespace()
+        .skip(45)
+        .take(4)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let [arg_start, arg_end, env_start, env_end] = f[..] else {
+        return;
+    };
+    for (start, end) in [(arg_start, arg_end), (env_start, env_end)] {
+        if start == 0 || end <= start {
+            continue;
+        }
+        // SAFETY: the kernel reports these ranges as the strings of this
+        // process's initial stack, mapped writable; nothing in init reads
+        // argv or the environment after this (the command gets its own).
+        unsafe { std::ptr::write_bytes(start as *mut u8, 0, end - start) };
+    }
+}
+
 fn mount_err(what: &str, target: &Path) -> impl FnOnce(nix::Error) -> String {
     let msg = format!("mount {what} on {}", target.display());
     move |e| format!("{msg}: {e}")
 }
 
-fn mkdir(p: &Path, mode: u32) -> Res {
-    match nix::unistd::mkdir(p, Mode::from_bits_truncate(mode)) {
-        Ok(()) | Err(nix::Error::EEXIST) => Ok(()),
-        Err(e) => Err(format!("mkdir {}: {e}", p.display())),
-    }
-}
-
-fn touch(p: &Path) -> Res {
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(p)
-    {
-        Ok(_) => Ok(()),
-        Err(e) => Err(format!("create mount point {}: {e}", p.display())),
-    }
-}
-
-/// Creates the mount point `root + logical` without following symlinks.
-fn mount_point(root: &Path, logical: &str, dir: bool) -> Res {
+/// Checks that the mount point `root + logical` exists and that no
+/// component of it is a symlink (the caller made the ones it could; one
+/// inside a layer or another bind must be there already).
+fn check_mount_point(root: &Path, logical: &str) -> Res {
     let mut p = root.to_path_buf();
-    let comps: Vec<&str> = logical.split('/').filter(|c| !c.is_empty()).collect();
-    for (i, c) in comps.iter().enumerate() {
+    for c in logical.split('/').filter(|c| !c.is_empty()) {
         p.push(c);
-        let last = i + 1 == comps.len();
         match std::fs::symlink_metadata(&p) {
             Ok(m) if m.file_type().is_symlink() => {
+                return Err(format!("mount target {logical}: {} is a symlink", p.display()))
+            }
+            Ok(_) => {}
+            Err(e) => {
                 return Err(format!(
-                    "mount target {logical}: {} is a symlink",
+                    "mount target {logical}: {}: {e} (no mount point can be made inside a read-only layer or bind)",
                     p.display()
                 ))
             }
-            Ok(_) => {}
-            Err(_) if last && !dir => touch(&p)?,
-            Err(_) => mkdir(&p, 0o755)?,
         }
     }
     Ok(())
@@ -327,86 +417,59 @@ fn setup_root(plan: &Plan) -> Res {
     )
     .map_err(ctx(|| "make / private".into()))?;
     let nosuid_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-    tmpfs(&plan.scratch, nosuid_nodev, "mode=0755")?;
-    let root = plan.scratch.join("root");
-    mkdir(&root, 0o755)?;
-    tmpfs(&root, nosuid_nodev, "mode=0755")?;
+    let sk = &plan.skeleton;
+    let root = &sk.root;
+    // pivot_root wants a mount point.
+    mount(
+        Some(root.as_path()),
+        root.as_path(),
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(mount_err("the root", root))?;
 
     // The merged root layers.
-    let lower = if plan.layers.len() == 1 {
-        plan.layers[0].clone()
-    } else {
-        let lower = plan.scratch.join("lower");
-        mkdir(&lower, 0o755)?;
-        let dirs: Vec<String> = plan
-            .layers
-            .iter()
-            .rev()
-            .map(|l| l.display().to_string())
-            .collect();
-        let opts = format!("lowerdir={},userxattr", dirs.join(":"));
-        mount(Some("overlay"), &lower, Some("overlay"), MsFlags::MS_RDONLY | nosuid_nodev, Some(opts.as_str()))
-            .map_err(|e| {
-                format!(
-                    "mount overlay ({opts}) on {}: {e} (overlayfs in a user namespace needs Linux >= 5.11 with userxattr support)",
-                    lower.display()
-                )
-            })?;
-        lower
-    };
-    let reserved = |name: &str| {
-        matches!(name, "dev" | "proc" | "tmp")
-            || (name == "store" && plan.binds.iter().any(|b| b.dst.starts_with("/store/")))
-            || plan
-                .binds
+    let lower = match &sk.overlay {
+        None => plan.layers[0].clone(),
+        Some(lower) => {
+            let dirs: Vec<String> = plan
+                .layers
                 .iter()
-                .any(|b| b.dst.strip_prefix('/') == Some(name))
+                .rev()
+                .map(|l| l.display().to_string())
+                .collect();
+            let opts = format!("lowerdir={},userxattr", dirs.join(":"));
+            mount(Some("overlay"), lower, Some("overlay"), MsFlags::MS_RDONLY | nosuid_nodev, Some(opts.as_str()))
+                .map_err(|e| {
+                    format!(
+                        "mount overlay ({opts}) on {}: {e} (overlayfs in a user namespace needs Linux >= 5.11 with userxattr support)",
+                        lower.display()
+                    )
+                })?;
+            lower.clone()
+        }
     };
-    let entries = std::fs::read_dir(&lower)
-        .map_err(|e| format!("read root layer {}: {e}", lower.display()))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| format!("read root layer {}: {e}", lower.display()))?;
-        let name = entry.file_name();
-        if reserved(&name.to_string_lossy()) {
-            continue;
-        }
-        let (src, dst) = (entry.path(), root.join(&name));
-        let ft = entry
-            .file_type()
-            .map_err(|e| format!("stat {}: {e}", src.display()))?;
-        if ft.is_symlink() {
-            let target =
-                std::fs::read_link(&src).map_err(|e| format!("readlink {}: {e}", src.display()))?;
-            std::os::unix::fs::symlink(&target, &dst)
-                .map_err(|e| format!("symlink {}: {e}", dst.display()))?;
-        } else if ft.is_dir() {
-            mkdir(&dst, 0o755)?;
-            bind(&src, &dst, true)?;
-        } else if ft.is_file() {
-            touch(&dst)?;
-            bind(&src, &dst, true)?;
-        }
+    for name in &sk.layer_entries {
+        bind(&lower.join(name), &root.join(name), true)?;
     }
 
     if !plan.binds.iter().any(|b| b.dst == "/tmp") {
-        let tmp = root.join("tmp");
-        mkdir(&tmp, 0o1777)?;
-        tmpfs(&tmp, nosuid_nodev, "mode=1777")?;
+        tmpfs(&root.join("tmp"), nosuid_nodev, "mode=1777")?;
     }
     for b in &plan.binds {
+        check_mount_point(root, &b.dst)?;
         let target = root.join(b.dst.trim_start_matches('/'));
         if b.tmpfs {
-            mount_point(&root, &b.dst, true)?;
-            tmpfs(&target, nosuid_nodev, "mode=0755")?;
-            continue;
+            let opts = format!("mode=0755,uid={},gid={}", plan.uid, plan.gid);
+            tmpfs(&target, nosuid_nodev, &opts)?;
+        } else {
+            bind(&b.src, &target, !b.writable)?;
         }
-        mount_point(&root, &b.dst, b.src.is_dir())?;
-        bind(&b.src, &target, !b.writable)?;
     }
 
     setup_dev(plan, &root.join("dev"))?;
     let proc_ = root.join("proc");
-    mkdir(&proc_, 0o555)?;
     mount(
         Some("proc"),
         &proc_,
@@ -415,28 +478,65 @@ fn setup_root(plan: &Plan) -> Res {
         None::<&str>,
     )
     .map_err(mount_err("proc", &proc_))?;
+    mask_proc(&proc_)?;
 
-    chdir(&root).map_err(ctx(|| format!("chdir {}", root.display())))?;
+    chdir(root).map_err(ctx(|| format!("chdir {}", root.display())))?;
     pivot_root(".", ".").map_err(ctx(|| "pivot_root".into()))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(ctx(|| "detach old root".into()))?;
     chdir("/").map_err(ctx(|| "chdir /".into()))?;
+    // The tree itself, /dev's nodes and links included: no new entries.
     make_read_only(Path::new("/"), false)?;
 
     sethostname(&plan.hostname).map_err(ctx(|| format!("sethostname {:?}", plan.hostname)))?;
     loopback_up()
 }
 
+/// What OCI runtimes hide of `/proc` (runc's default masked paths): files
+/// get `/dev/null` bound over them, directories an empty read-only tmpfs.
+const PROC_MASKED: [&str; 9] = [
+    "acpi",
+    "asound",
+    "kcore",
+    "keys",
+    "latency_stats",
+    "timer_list",
+    "timer_stats",
+    "sched_debug",
+    "scsi",
+];
+/// And what they leave readable but not writable.
+const PROC_READ_ONLY: [&str; 5] = ["bus", "fs", "irq", "sys", "sysrq-trigger"];
+
+fn mask_proc(proc_: &Path) -> Res {
+    for name in PROC_MASKED {
+        let p = proc_.join(name);
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => tmpfs(
+                &p,
+                MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                "size=0,mode=0555",
+            )?,
+            Ok(_) => bind(Path::new("/dev/null"), &p, true)?,
+            Err(_) => {}
+        }
+    }
+    for name in PROC_READ_ONLY {
+        let p = proc_.join(name);
+        if std::fs::symlink_metadata(&p).is_ok() {
+            bind(&p, &p, true)?;
+        }
+    }
+    Ok(())
+}
+
+/// Devices, a fresh devpts and a `/dev/shm` onto the caller's `/dev` tree.
 fn setup_dev(plan: &Plan, dev: &Path) -> Res {
-    mkdir(dev, 0o755)?;
-    tmpfs(dev, MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, "mode=0755")?;
     for d in &plan.devices {
         let dst = dev.join(Path::new(d).file_name().unwrap_or_default());
-        touch(&dst)?;
         mount(Some(*d), &dst, None::<&str>, MsFlags::MS_BIND, None::<&str>)
             .map_err(|e| format!("bind {d} on {}: {e}", dst.display()))?;
     }
     let pts = dev.join("pts");
-    mkdir(&pts, 0o755)?;
     mount(
         Some("devpts"),
         &pts,
@@ -445,30 +545,11 @@ fn setup_dev(plan: &Plan, dev: &Path) -> Res {
         Some("newinstance,ptmxmode=0666,mode=0620"),
     )
     .map_err(mount_err("devpts", &pts))?;
-    let shm = dev.join("shm");
-    mkdir(&shm, 0o1777)?;
-    tmpfs(&shm, MsFlags::MS_NOSUID | MsFlags::MS_NODEV, "mode=1777")?;
-    for (name, target) in [
-        ("ptmx", "pts/ptmx"),
-        ("fd", "/proc/self/fd"),
-        ("stdin", "/proc/self/fd/0"),
-        ("stdout", "/proc/self/fd/1"),
-        ("stderr", "/proc/self/fd/2"),
-    ] {
-        let p = dev.join(name);
-        std::os::unix::fs::symlink(target, &p)
-            .map_err(|e| format!("symlink {}: {e}", p.display()))?;
-    }
-    // The tmpfs itself: no new entries from inside.
-    let c = dev.to_path_buf();
-    mount(
-        None::<&str>,
-        &c,
-        None::<&str>,
-        MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        Some("mode=0755"),
+    tmpfs(
+        &dev.join("shm"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        "mode=1777",
     )
-    .map_err(mount_err("read-only remount", dev))
 }
 
 /// Brings `lo` up: a new network namespace starts with it down, so even
@@ -555,6 +636,25 @@ fn prepare_command(plan: &Plan) -> Res {
             }
         }
     }
+    if plan.privileged_map {
+        // Init kept the caller's host id; the build takes its own.
+        let (uid, gid) = (
+            nix::unistd::Uid::from_raw(plan.uid),
+            nix::unistd::Gid::from_raw(plan.gid),
+        );
+        nix::unistd::setresgid(gid, gid, gid).map_err(ctx(|| format!("setresgid {gid}")))?;
+        nix::unistd::setresuid(uid, uid, uid).map_err(ctx(|| format!("setresuid {uid}")))?;
+    }
+    if let Some(n) = plan.max_processes {
+        let lim = libc::rlimit {
+            rlim_cur: n,
+            rlim_max: n,
+        };
+        // SAFETY: plain syscall with a valid struct.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NPROC, &lim) } != 0 {
+            return Err(format!("setrlimit NPROC {n}: {}", nix::Error::last()));
+        }
+    }
     chdir(plan.cwd.as_str()).map_err(ctx(|| format!("chdir {}", plan.cwd)))?;
     // No capabilities survive exec, even for uid 0 inside.
     // SAFETY: plain prctl calls.
@@ -572,7 +672,7 @@ fn prepare_command(plan: &Plan) -> Res {
             0,
         );
     }
-    Ok(())
+    super::seccomp::install(&plan.filters)
 }
 
 /// `UNAME26` from <linux/personality.h>: uname reports a 2.6 kernel.

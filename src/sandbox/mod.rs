@@ -1,16 +1,44 @@
 //! Rootless build sandbox: runs a command in new user, mount, PID, network,
 //! UTS and IPC namespaces, with no setuid helper and no bubblewrap.
 //!
-//! Process layout (see ARCHITECTURE.md "Builds"):
+//! Process layout:
 //!
 //! ```text
 //! caller ── fork ──> helper (host PID ns) ── unshare(user), id maps,
 //!                      │                     unshare(mnt|pid|net|uts|ipc)
+//!                      ├─ fork ──> mapper (root callers only): writes the
+//!                      │            helper's id maps from outside, exits
 //!                      └─ fork ──> init (PID 1 inside): builds the root on a
-//!                                    │  tmpfs, pivot_root, hostname, `lo` up
+//!                                    │  tmpfs, masks /proc, pivot_root,
+//!                                    │  hostname, `lo` up
 //!                                    └─ fork ──> command (PID 2): stdio,
-//!                                                 umask 022, cwd, execve
+//!                                                 umask 022, ids, limits,
+//!                                                 seccomp, cwd, execve
 //! ```
+//!
+//! Host identity: the sandbox's uid/gid map to one host id. For an ordinary
+//! user that is the user's own id. For root it is never 0: each run takes an
+//! unprivileged id of its own ([`BuildUser`]), the writable binds are handed
+//! to it (`chown` of their top directory), and since a process cannot write
+//! another id's map from inside its new namespace, a mapper child that stays
+//! outside writes it. The kernel checks `/proc/sys` and friends against the
+//! host id, so nothing in the sandbox holds host privilege; init keeps the
+//! caller's host id but runs only this code, is not dumpable (no ptrace, no
+//! `/proc/1/environ`) and wipes the caller's command line and environment
+//! from its memory, so `/proc/1/cmdline` shows nothing of the host.
+//!
+//! What a build can still see of the host: the kernel version and CPU count
+//! (`uname`, `/proc/cpuinfo`), `/proc/meminfo` and load figures, and in
+//! `/proc/self/mountinfo` the host paths of the store paths bound in (the
+//! kernel shows where each bind came from; only a copy would hide it).
+//! `/proc/kcore`, `keys`, `timer_list`, `sched_debug`, `latency_stats`,
+//! `acpi`, `asound`, `scsi` are masked and `/proc/sys`, `sysrq-trigger`,
+//! `bus`, `fs`, `irq` read-only, as OCI runtimes do.
+//!
+//! System calls: see [`seccomp`] for the filter; `RLIMIT_NPROC`
+//! ([`SandboxSpec::max_processes`]) bounds the processes (and threads) of one
+//! sandbox: the kernel counts them per user namespace and id, so the limit is
+//! the build's own, not shared with the user's other processes.
 //!
 //! Init reaps every process and, when the command exits, writes the command's
 //! raw wait status to the caller and exits: the kernel then kills whatever is
@@ -27,7 +55,12 @@
 //! itself is made read-only. Inside, the command runs as `uid`/`gid` (default
 //! 1000/1000, like Nix's build users) with no capabilities, even as uid 0.
 
+mod build_user;
 mod child;
+mod seccomp;
+mod skeleton;
+
+pub use build_user::BuildUser;
 
 use std::ffi::CString;
 use std::fs::File;
@@ -59,6 +92,8 @@ pub struct SandboxSpec {
     /// `/usr` in tests.
     pub read_only: Vec<(PathBuf, String)>,
     /// Writable binds (physical, absolute logical path): the output dir, `/build`.
+    /// When the caller is root, the top of each is handed (`chown`) to the
+    /// sandbox's unprivileged host id first.
     pub writable: Vec<(PathBuf, String)>,
     /// Absolute logical paths that get a fresh, empty, writable tmpfs (gone when
     /// the sandbox ends). `buildit check` builds in one to vary the filesystem,
@@ -76,9 +111,17 @@ pub struct SandboxSpec {
     /// Command; `argv[0]` without a `/` is looked up in the `PATH` of `env`
     /// (default `/usr/bin:/bin`) inside the sandbox.
     pub argv: Vec<String>,
-    /// Ids inside the sandbox; the caller's uid/gid map to them.
+    /// Ids inside the sandbox; the caller's uid/gid map to them (for root: an
+    /// unprivileged [`BuildUser`]'s, see [`SandboxSpec::host_ids`]).
     pub uid: u32,
     pub gid: u32,
+    /// For a root caller, the host uid/gid the sandbox runs as (never 0);
+    /// `None` takes a [`BuildUser`] for the run. An ordinary caller can only
+    /// map its own ids and must leave this `None`.
+    pub host_ids: Option<(u32, u32)>,
+    /// `RLIMIT_NPROC` of the command: at most this many processes and
+    /// threads at once in the sandbox (init included); `None` = inherited.
+    pub max_processes: Option<u64>,
     pub hostname: String,
     /// Kill everything (SIGKILL) after this long, counted from the call to
     /// [`run`] (setup included).
@@ -110,6 +153,8 @@ impl SandboxSpec {
             argv: argv.into_iter().map(Into::into).collect(),
             uid: 1000,
             gid: 1000,
+            host_ids: None,
+            max_processes: None,
             hostname: "localhost".into(),
             timeout: None,
             cancel: None,
@@ -166,7 +211,8 @@ pub(crate) struct Bind {
 /// Everything the children need, validated and converted before `fork`.
 #[derive(Debug)]
 pub(crate) struct Plan {
-    pub scratch: PathBuf,
+    /// The root tree the caller made (see [`skeleton`]).
+    pub skeleton: skeleton::Skeleton,
     pub layers: Vec<PathBuf>,
     pub binds: Vec<Bind>,
     pub argv: Vec<CString>,
@@ -175,8 +221,15 @@ pub(crate) struct Plan {
     pub cwd: String,
     pub uid: u32,
     pub gid: u32,
-    pub outer_uid: u32,
-    pub outer_gid: u32,
+    /// The host ids `uid`/`gid` map to.
+    pub host_uid: u32,
+    pub host_gid: u32,
+    /// The caller is root: a mapper child writes the id maps, and the
+    /// command switches to `uid`/`gid` (init keeps the caller's host id).
+    pub privileged_map: bool,
+    pub max_processes: Option<u64>,
+    /// Installed by the command right before `execve`.
+    pub filters: Vec<seccompiler::BpfProgram>,
     pub hostname: String,
     pub log_fd: RawFd,
     pub cpus: Option<usize>,
@@ -216,7 +269,19 @@ fn cstring(s: &[u8], what: &str) -> Result<CString, SandboxError> {
     CString::new(s).map_err(|_| SandboxError::Spec(format!("{what} contains a NUL byte")))
 }
 
-fn plan(spec: &SandboxSpec, scratch: PathBuf, log_fd: RawFd) -> Result<Plan, SandboxError> {
+/// Who the sandbox is on the host: (uid, gid, the caller is root).
+struct HostIds {
+    uid: u32,
+    gid: u32,
+    privileged: bool,
+}
+
+fn plan(
+    spec: &SandboxSpec,
+    scratch: PathBuf,
+    log_fd: RawFd,
+    host: &HostIds,
+) -> Result<Plan, SandboxError> {
     if spec.argv.is_empty() {
         return Err(SandboxError::Spec("empty argv".into()));
     }
@@ -310,7 +375,7 @@ fn plan(spec: &SandboxSpec, scratch: PathBuf, log_fd: RawFd) -> Result<Plan, San
         }
         env.push(cstring(format!("{k}={v}").as_bytes(), "environment")?);
     }
-    let devices = [
+    let devices: Vec<&str> = [
         "/dev/null",
         "/dev/zero",
         "/dev/full",
@@ -321,8 +386,10 @@ fn plan(spec: &SandboxSpec, scratch: PathBuf, log_fd: RawFd) -> Result<Plan, San
     .into_iter()
     .filter(|d| Path::new(d).exists())
     .collect();
+    let owner = host.privileged.then_some((host.uid, host.gid));
+    let skeleton = skeleton::make(&scratch, &spec.root_layers, &binds, &devices, owner)?;
     Ok(Plan {
-        scratch,
+        skeleton,
         layers: spec.root_layers.clone(),
         binds,
         argv,
@@ -331,8 +398,11 @@ fn plan(spec: &SandboxSpec, scratch: PathBuf, log_fd: RawFd) -> Result<Plan, San
         cwd: spec.cwd.clone(),
         uid: spec.uid,
         gid: spec.gid,
-        outer_uid: nix::unistd::geteuid().as_raw(),
-        outer_gid: nix::unistd::getegid().as_raw(),
+        host_uid: host.uid,
+        host_gid: host.gid,
+        privileged_map: host.privileged,
+        max_processes: spec.max_processes,
+        filters: seccomp::filters()?,
         hostname: spec.hostname.clone(),
         log_fd,
         cpus: spec.cpus,
@@ -341,11 +411,12 @@ fn plan(spec: &SandboxSpec, scratch: PathBuf, log_fd: RawFd) -> Result<Plan, San
     })
 }
 
-/// Removes the (host-side, empty) scratch mount point.
+/// Removes the scratch dir and the root tree made in it (on the host side,
+/// where nothing is mounted on it).
 struct Scratch(PathBuf);
 impl Drop for Scratch {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir(&self.0);
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -465,6 +536,54 @@ fn wait_exit(pidfd: Option<&OwnedFd>, pid: Pid, watch: &Watch) -> Result<(), Sto
     }
 }
 
+/// The host ids the sandbox maps to, and the [`BuildUser`] to hold while it
+/// runs (see the module docs).
+fn host_ids(spec: &SandboxSpec) -> Result<(HostIds, Option<BuildUser>), SandboxError> {
+    let (euid, egid) = (
+        nix::unistd::geteuid().as_raw(),
+        nix::unistd::getegid().as_raw(),
+    );
+    if euid != 0 {
+        if spec.host_ids.is_some_and(|ids| ids != (euid, egid)) {
+            return Err(SandboxError::Spec(format!(
+                "host ids {:?}: an unprivileged caller can only map its own ids",
+                spec.host_ids
+            )));
+        }
+        let host = HostIds {
+            uid: euid,
+            gid: egid,
+            privileged: false,
+        };
+        return Ok((host, None));
+    }
+    let (user, (uid, gid)) = match spec.host_ids {
+        Some(ids) => (None, ids),
+        None => {
+            let u = BuildUser::acquire()?;
+            let ids = (u.uid, u.gid);
+            (Some(u), ids)
+        }
+    };
+    if uid == 0 || gid == 0 {
+        return Err(SandboxError::Spec(
+            "a sandbox never runs as host root: host ids must not be 0".into(),
+        ));
+    }
+    for (src, _) in &spec.writable {
+        std::os::unix::fs::lchown(src, Some(uid), Some(gid)).map_err(|e| SandboxError::Io {
+            context: format!("hand {} to the build user {uid}", src.display()),
+            source: e,
+        })?;
+    }
+    let host = HostIds {
+        uid,
+        gid,
+        privileged: true,
+    };
+    Ok((host, user))
+}
+
 /// Runs `spec.argv` in a fresh sandbox and waits for it (and everything it
 /// started) to end.
 pub fn run(spec: &SandboxSpec) -> Result<Outcome, SandboxError> {
@@ -487,7 +606,8 @@ pub fn run(spec: &SandboxSpec) -> Result<Outcome, SandboxError> {
                 devnull.as_raw_fd()
             }
         };
-    let plan = plan(spec, scratch.0.clone(), log_fd)?;
+    let (host, _build_user) = host_ids(spec)?;
+    let plan = plan(spec, scratch.0.clone(), log_fd, &host)?;
     let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(io_err("pipe"))?;
     let (pid_r, pid_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(io_err("pipe"))?;
     let (status_r, status_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(io_err("pipe"))?;

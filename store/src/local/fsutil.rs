@@ -17,8 +17,9 @@ use super::StoreError;
 pub const STORE_MTIME: i64 = 1;
 
 /// Make a tree look like a store path: files 0444 or 0555 (owner-exec decides),
-/// directories 0555, mtime 1, no setuid/setgid/sticky bits. Refuses device nodes,
-/// fifos and sockets.
+/// directories 0555, mtime 1, no setuid/setgid/sticky bits, owned by the store's
+/// owner (a build run by root writes as an unprivileged build user). Refuses
+/// device nodes, fifos and sockets.
 pub fn normalise(root: &Path) -> Result<(), StoreError> {
     normalise_below(root)?;
     seal_root(root)
@@ -32,8 +33,14 @@ pub fn normalise_below(root: &Path) -> Result<(), StoreError> {
     // Directories are made read-only after their children, so that a failure part way
     // leaves the tree still removable by the caller.
     let mut dirs: Vec<PathBuf> = Vec::new();
+    let (uid, gid) = (nix::unistd::geteuid(), nix::unistd::getegid());
     while let Some(p) = stack.pop() {
         let md = fs::symlink_metadata(&p).map_err(|e| StoreError::io(&p, e))?;
+        if md.uid() != uid.as_raw() || md.gid() != gid.as_raw() {
+            // Never follows a symlink: the tree's own entries only.
+            std::os::unix::fs::lchown(&p, Some(uid.as_raw()), Some(gid.as_raw()))
+                .map_err(|e| StoreError::io(&p, e))?;
+        }
         let ft = md.file_type();
         if ft.is_dir() {
             for entry in fs::read_dir(&p).map_err(|e| StoreError::io(&p, e))? {
