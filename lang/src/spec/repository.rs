@@ -144,6 +144,8 @@ impl Repository {
             .filter(|n| !n.starts_with('.'))
             .filter(|n| match self.allowed.resolve(&dir, Path::new(n)) {
                 Ok(p) => p.is_dir() == dirs,
+                // Listed as a file, so that looking it up says where it leads.
+                Err(ResolveError::Outside { .. }) => !dirs,
                 Err(_) => false,
             })
             .collect();
@@ -222,6 +224,17 @@ impl Repository {
         v
     }
 
+    /// The error for directory `rel` when, in some root, it leads outside (it is
+    /// then left out of the listings, so it would only look missing).
+    fn escaped(&self, rel: &Path) -> Option<NotFound> {
+        (0..self.roots.len()).find_map(|i| match self.resolve(i, rel) {
+            Err(e @ ResolveError::Outside { .. }) => {
+                Some(self.escape(&self.roots[i].join(rel), &e))
+            }
+            _ => None,
+        })
+    }
+
     /// The error for a file of the repository that does not resolve inside it.
     fn escape(&self, path: &Path, e: &ResolveError) -> NotFound {
         let roots: Vec<String> = self
@@ -264,6 +277,9 @@ impl Repository {
         };
         let categories = self.categories();
         if !categories.iter().any(|c| c == category) {
+            if let Some(e) = self.escaped(Path::new(category)) {
+                return Err(e);
+            }
             let cats: Vec<&str> = categories.iter().map(String::as_str).collect();
             let help = match closest(category, &cats) {
                 Some(c) => format!(
@@ -292,6 +308,11 @@ impl Repository {
         }
         let Some(&(name, version)) = splits.iter().find(|(n, _)| names.iter().any(|x| x == n))
         else {
+            for (n, _) in &splits {
+                if let Some(e) = self.escaped(&Path::new(category).join(n)) {
+                    return Err(e);
+                }
+            }
             let guess = splits.get(1).map_or(rest, |s| s.0);
             let ns: Vec<&str> = names.iter().map(String::as_str).collect();
             let tail = splits
