@@ -20,8 +20,9 @@ use std::path::{Component, Path, PathBuf};
 use buildit_store::hash::Hasher;
 use buildit_store::HashAlgo;
 use nix::errno::Errno;
+use nix::fcntl::AtFlags;
 use nix::fcntl::{openat, OFlag};
-use nix::sys::stat::Mode;
+use nix::sys::stat::{fstatat, Mode};
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest};
 use serde::de::DeserializeOwned;
 use thiserror::Error;
@@ -93,7 +94,7 @@ pub enum LayoutError {
         digest: String,
         why: &'static str,
     },
-    #[error("{}: {name} is {what}, not a regular file inside the layout", at.display())]
+    #[error("{}: {name} is {what}; a layout is read through its own directories and regular files only", at.display())]
     NotAFile {
         at: PathBuf,
         name: String,
@@ -275,17 +276,22 @@ impl Layout {
                         None => openat(dir, *part, flags, Mode::empty()),
                         Some(parent) => openat(parent, *part, flags, Mode::empty()),
                     };
+                    let not_a_file = |fallback: &'static str| {
+                        // O_NOFOLLOW|O_DIRECTORY on a symlink says ENOTDIR: ask.
+                        let is_link = match &fd {
+                            None => fstatat(dir, *part, AtFlags::AT_SYMLINK_NOFOLLOW),
+                            Some(parent) => fstatat(parent, *part, AtFlags::AT_SYMLINK_NOFOLLOW),
+                        }
+                        .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFLNK);
+                        LayoutError::NotAFile {
+                            at: self.at.clone(),
+                            name: parts[..=i].join("/"),
+                            what: if is_link { "a symlink" } else { fallback },
+                        }
+                    };
                     fd = Some(opened.map_err(|e| match e {
-                        Errno::ELOOP => LayoutError::NotAFile {
-                            at: self.at.clone(),
-                            name: parts[..=i].join("/"),
-                            what: "a symlink",
-                        },
-                        Errno::ENOTDIR => LayoutError::NotAFile {
-                            at: self.at.clone(),
-                            name: parts[..=i].join("/"),
-                            what: "not a directory",
-                        },
+                        Errno::ELOOP => not_a_file("a symlink"),
+                        Errno::ENOTDIR => not_a_file("not a directory"),
                         Errno::ENOENT => LayoutError::Missing {
                             at: self.at.clone(),
                             name: name.to_string(),
@@ -374,11 +380,43 @@ impl Layout {
     }
 
     fn parse<T: DeserializeOwned>(&self, name: &str, bytes: &[u8]) -> Result<T, LayoutError> {
-        serde_json::from_slice(bytes).map_err(|source| LayoutError::Json {
+        let json_err = |source| LayoutError::Json {
             at: self.at.clone(),
             name: name.to_string(),
             source,
-        })
+        };
+        // Every digest first, so that a bad one is named whole with our reason
+        // (oci-spec's messages name part of it, or none).
+        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(json_err)?;
+        self.check_digests(&value)?;
+        serde_json::from_value(value).map_err(json_err)
+    }
+
+    /// The digest of every descriptor of a document is a [`BlobDigest`].
+    /// Iterative: serde_json bounds the depth at 128, nothing here recurses.
+    fn check_digests(&self, doc: &serde_json::Value) -> Result<(), LayoutError> {
+        let mut stack = vec![doc];
+        while let Some(v) = stack.pop() {
+            match v {
+                serde_json::Value::Object(m) => {
+                    // A descriptor (not, say, an annotation named "digest").
+                    let descriptor = m.contains_key("mediaType") && m.contains_key("size");
+                    if let (true, Some(serde_json::Value::String(d))) =
+                        (descriptor, m.get("digest"))
+                    {
+                        BlobDigest::parse(d).map_err(|why| LayoutError::BadDigest {
+                            at: self.at.clone(),
+                            digest: d.clone(),
+                            why,
+                        })?;
+                    }
+                    stack.extend(m.values());
+                }
+                serde_json::Value::Array(a) => stack.extend(a),
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// `index.json`, typed.
@@ -445,7 +483,13 @@ impl Layout {
     ) -> Result<(ImageConfiguration, Vec<u8>), LayoutError> {
         let desc = manifest.config();
         let bytes = self.read_document(desc)?;
-        let config = self.parse(&self.digest_of(desc)?.blob_name(), &bytes)?;
+        let name = self.digest_of(desc)?.blob_name();
+        // A config holds no descriptors; its labels may use any key.
+        let config = serde_json::from_slice(&bytes).map_err(|source| LayoutError::Json {
+            at: self.at.clone(),
+            name,
+            source,
+        })?;
         Ok((config, bytes))
     }
 
