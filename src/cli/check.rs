@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use super::output::print_json;
+use super::output::{note, print_json};
 use super::progress::{Reporter, ReporterOptions};
 use super::realise::{on_interrupt_cancel_builds, resolve_targets, summarise, BuildArgs};
 use super::{CliError, CliResult, Global};
@@ -48,9 +48,9 @@ pub fn exec(global: &Global, args: Args) -> CliResult<()> {
             }
         }
         Err(CliError::Reported(code)) => Err(CliError::Reported(code.max(2))),
-        Err(CliError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) if super::output::is_broken_pipe(&e) => Ok(()),
         Err(e) => {
-            eprintln!("{:?}", miette::Report::new(e));
+            note!("{:?}", miette::Report::new(e));
             Err(CliError::Reported(2))
         }
     }
@@ -106,7 +106,7 @@ fn run(global: &Global, args: &Args) -> CliResult<CheckReport> {
         Err(CheckError::Incomplete { what, report }) => {
             summarise(&report, args.build.keep_going())?;
             let code = if report.interrupted { 130 } else { 2 };
-            eprintln!("error: {what} did not finish, so nothing can be said");
+            note!("error: {what} did not finish, so nothing can be said");
             return Err(CliError::Reported(code));
         }
         Err(e) => {

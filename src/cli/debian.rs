@@ -11,7 +11,7 @@ use buildit_lang::lock::{DebianPackage, LockError, LockFile};
 use clap::Subcommand;
 use serde_json::json;
 
-use super::output::print_json;
+use super::output::{note, print_json};
 use super::{CliError, CliResult, Global};
 use crate::debian::resolve::{self, DebRequest, ResolveError};
 
@@ -154,7 +154,7 @@ fn named(
 
 /// One status line per step on stderr, as the seed's output does.
 fn progress(line: &str) {
-    eprintln!("{line}");
+    note!("{line}");
 }
 
 fn print_paths(paths: &[(String, buildit_store::StorePath)], json: bool) -> CliResult<()> {
@@ -203,13 +203,13 @@ pub fn exec(global: &Global, args: Args) -> CliResult<()> {
             if let Some(link) = out_link {
                 store.add_indirect_root(&link, &path)?;
             }
-            eprintln!(
+            note!(
                 "build root {}: {} built, {} already valid",
                 def.name,
                 report.built.len(),
                 report.already_valid
             );
-            println!("{path}");
+            writeln!(std::io::stdout(), "{path}")?;
             Ok(())
         }
         Cmd::Resolve { json, packages } => resolve_cmd(&packages, json),
@@ -433,10 +433,10 @@ fn lock_cmd(
     out.flush()?;
     let before = std::fs::read(path).ok();
     if before.as_deref() == Some(lock.to_text().as_bytes()) {
-        eprintln!("{} is up to date", path.display());
+        note!("{} is up to date", path.display());
     } else {
         lock.save(path)?;
-        eprintln!("wrote {}", path.display());
+        note!("wrote {}", path.display());
     }
     Ok(())
 }

@@ -10,7 +10,7 @@ use buildit_lang::lock::LockFile;
 use buildit_store::{LocalStore, StorePath};
 use serde_json::json;
 
-use super::output::print_json;
+use super::output::{note, print_json};
 use super::{CliError, CliResult, Global};
 use crate::audit::drv::{diff_derivations, diff_locks, diff_specs, DrvDiff};
 use crate::audit::outputs::{self, DiffOptions};
@@ -97,9 +97,9 @@ pub fn exec(global: &Global, args: Args) -> CliResult<()> {
         Ok(true) => Ok(()),
         Ok(false) => Err(CliError::Reported(1)),
         Err(CliError::Reported(c)) => Err(CliError::Reported(c.max(2))),
-        Err(CliError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) if super::output::is_broken_pipe(&e) => Ok(()),
         Err(e) => {
-            eprintln!("{:?}", miette::Report::new(e));
+            note!("{:?}", miette::Report::new(e));
             Err(CliError::Reported(2))
         }
     }
@@ -218,9 +218,9 @@ fn show_drv(d: &DrvDiff, json: bool) -> CliResult<bool> {
 
 fn diffoscope(a: &Path, b: &Path) -> CliResult<()> {
     match outputs::run_diffoscope(a, b).map_err(failed)? {
-        None => eprintln!("note: diffoscope is not installed; nothing more to show"),
+        None => note!("note: diffoscope is not installed; nothing more to show"),
         Some(status) if status.code().is_some_and(|c| c > 1) => {
-            eprintln!("note: diffoscope ended with {status}")
+            note!("note: diffoscope ended with {status}")
         }
         Some(_) => {}
     }

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use super::output::note;
 use super::{CliResult, Global};
 use crate::ops::spec;
 
@@ -21,17 +22,15 @@ pub fn exec(global: &Global, args: Args) -> CliResult<()> {
     let mut lock = buildit_lang::lock::LockFile::load(&path)?;
     let before = lock.to_text();
     let store = global.open_store()?;
-    let changes = spec::lock(&loaded, &mut lock, args.update, &store, &|l| {
-        eprintln!("{l}")
-    })?;
+    let changes = spec::lock(&loaded, &mut lock, args.update, &store, &|l| note!("{l}"))?;
     for c in &changes {
-        eprintln!("~ {c}");
+        note!("~ {c}");
     }
     if lock.to_text() != before {
         lock.save(&path)?;
-        eprintln!("wrote {}", path.display());
+        note!("wrote {}", path.display());
     } else {
-        eprintln!("{} is up to date", path.display());
+        note!("{} is up to date", path.display());
     }
     Ok(())
 }

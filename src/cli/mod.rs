@@ -1,6 +1,9 @@
 //! Command-line interface: argument parsing (clap) and rendering. Each command
 //! group has its own module with `Args` and `exec`; the work itself is in `ops`.
 
+// println!/eprintln! panic on a closed pipe: see `output` for what is used instead.
+#![warn(clippy::print_stdout, clippy::print_stderr)]
+
 mod check;
 mod debian;
 mod diff;

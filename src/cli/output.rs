@@ -1,4 +1,15 @@
 //! How results and errors reach the user: errors rendered by miette, exit codes.
+//!
+//! A closed stdout or stderr (`buildit … 2>&1 | head -c 10`) ends the command
+//! quietly with status 0, as ripgrep does: SIGPIPE stays ignored (Rust's default),
+//! so that a write into a pipe whose reader died — a child process, an ssh
+//! connection — is an error buildit reports rather than a silent death in the
+//! middle of a substitution or a push; a write error on stdout travels up to
+//! [`finish`] like any other, and nothing on the way may panic on it. So the CLI
+//! never uses `println!`/`eprintln!` (they panic on EPIPE; clippy's
+//! `print_stdout`/`print_stderr` lints keep them out): stdout is written with
+//! `writeln!(…)?`, and messages on stderr with [`note!`], which drops a line that
+//! cannot be written.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -83,14 +94,47 @@ pub fn print_json(value: &serde_json::Value) -> CliResult<()> {
     Ok(())
 }
 
+/// `eprintln!` that cannot panic: a line that cannot be written to stderr (closed
+/// by `2>&1 | head`) is dropped.
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+pub(crate) use note;
+
+/// Whether `e` comes from writing into a closed pipe (our stdout or stderr): the
+/// whole chain is looked at, since the write may be deep inside (a NAR dump).
+pub fn is_broken_pipe(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::BrokenPipe {
+                return true;
+            }
+        }
+        // Its io::Error is in the message, not the source chain.
+        if let Some(buildit_store::StoreError::Io { error, .. }) =
+            err.downcast_ref::<buildit_store::StoreError>()
+        {
+            if error.kind() == std::io::ErrorKind::BrokenPipe {
+                return true;
+            }
+        }
+        cur = err.source();
+    }
+    false
+}
+
 pub fn finish(result: CliResult<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(CliError::Reported(code)) => ExitCode::from(code),
         // A closed stdout (`buildit store dump x | head`) is not worth a message.
-        Err(CliError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("{:?}", miette::Report::new(e));
+            note!("{:?}", miette::Report::new(e));
             ExitCode::FAILURE
         }
     }

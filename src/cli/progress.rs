@@ -471,6 +471,7 @@ impl<W: Write + Send> TermLike for AnsiTerm<W> {
 }
 
 #[cfg(test)]
+#[allow(clippy::print_stderr)]
 mod tests {
     use std::sync::Arc;
 

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use buildit_store::StorePath;
 
+use super::output::note;
 use super::{CliError, CliResult, Global};
 use crate::cache::BinaryCache;
 use crate::ops::{cache as cache_ops, spec};
@@ -55,12 +56,12 @@ pub fn exec(global: &Global, args: Args) -> CliResult<()> {
     };
     let key = cache_ops::secret_key(args.secret_key_file.as_deref(), config.as_ref())?;
     let cache = BinaryCache::new(crate::cache::open(&args.cache)?, 0, Default::default());
-    let pushed = cache.push(&store, &paths, &key, &|p| eprintln!("uploading {p}"))?;
+    let pushed = cache.push(&store, &paths, &key, &|p| note!("uploading {p}"))?;
     let mut out = std::io::stdout().lock();
     for p in &pushed {
         writeln!(out, "{p}")?;
     }
-    eprintln!(
+    note!(
         "{} paths uploaded to {} ({} already there)",
         pushed.len(),
         args.cache,

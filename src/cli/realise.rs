@@ -9,6 +9,7 @@ use buildit_lang::spec::container::ImageFormat;
 use buildit_lang::spec::{Config, Spec};
 use buildit_store::{LocalStore, StorePath};
 
+use super::output::note;
 use super::progress::{Reporter, ReporterOptions};
 use super::{CliError, CliResult, Global};
 use crate::build::{Options, Report};
@@ -334,9 +335,9 @@ pub fn exec_build(global: &Global, args: BuildDirArgs) -> CliResult<()> {
             pushed.is_ok(),
             Some(start.elapsed()),
         );
-        eprintln!("{line}");
+        note!("{line}");
         let pushed = pushed?;
-        eprintln!("{} paths uploaded to {url}", pushed.len());
+        note!("{} paths uploaded to {url}", pushed.len());
     }
     Ok(())
 }
@@ -388,7 +389,7 @@ fn run(
     let report = report?;
     summarise(&report, args.keep_going)?;
     if report.interrupted {
-        eprintln!("interrupted: running builds were stopped, nothing was registered for them");
+        note!("interrupted: running builds were stopped, nothing was registered for them");
         return Err(CliError::Reported(130));
     }
     if check {
@@ -495,7 +496,7 @@ fn check_result(report: &Report) -> CliResult<()> {
         }
     }
     if differ > 0 {
-        eprintln!("`buildit check` rebuilds with variations and shows how the outputs differ");
+        note!("`buildit check` rebuilds with variations and shows how the outputs differ");
     }
     if differ > 0 || !report.ok() {
         return Err(CliError::Reported(1));
