@@ -8,7 +8,7 @@ use buildit_store::signing::SecretKey;
 use buildit_store::{FileIngestion, HashAlgo, StorePath};
 use clap::{Subcommand, ValueEnum};
 
-use super::output::print_json;
+use super::output::{note, print_json};
 use super::{CliError, CliResult, Global};
 use crate::ops::store::{ls, StoreLocation};
 
@@ -39,7 +39,8 @@ enum Cmd {
     },
     /// Write the NAR of a store path (or of any file or tree) to stdout.
     Dump { path: String },
-    /// Restore a NAR from stdin into DIR, which must not exist.
+    /// Restore a NAR from stdin into DIR, which must not exist (all or nothing:
+    /// written beside DIR under a temporary name, renamed into place at the end).
     Restore { dir: PathBuf },
     /// Print the NAR hash of a file or tree, as `nix hash path` does.
     HashPath {
@@ -135,7 +136,7 @@ pub fn exec(global: &Global, args: Args) -> CliResult<()> {
         Cmd::Dump { path } => dump(global, &path),
         Cmd::Restore { dir } => {
             let mut input = io::BufReader::with_capacity(1 << 16, io::stdin().lock());
-            nar::restore(&mut input, &dir)?;
+            crate::ops::store::restore_nar(&mut input, &dir)?;
             Ok(())
         }
         Cmd::HashPath { algo, format, path } => {
@@ -146,7 +147,7 @@ pub fn exec(global: &Global, args: Args) -> CliResult<()> {
                 HashFormat::Hex => h.to_hex(),
                 HashFormat::Prefixed => h.to_prefixed_nix32(),
             };
-            println!("{s}");
+            writeln!(io::stdout(), "{s}")?;
             Ok(())
         }
         Cmd::PathInfo {
@@ -221,9 +222,9 @@ pub fn exec(global: &Global, args: Args) -> CliResult<()> {
                 print_json(&serde_json::to_value(&report).map_err(io::Error::from)?)?;
             } else {
                 for p in &report.problems {
-                    eprintln!("error: {p}");
+                    note!("error: {p}");
                 }
-                eprintln!(
+                note!(
                     "checked {} paths{}: {} problem(s)",
                     report.checked,
                     if check_contents {
@@ -250,7 +251,7 @@ pub fn exec(global: &Global, args: Args) -> CliResult<()> {
             for p in &report.deleted {
                 writeln!(out, "{p}")?;
             }
-            eprintln!(
+            note!(
                 "{} {} paths ({:.1} MiB), {} live",
                 if dry_run { "would delete" } else { "deleted" },
                 report.deleted.len(),
@@ -397,11 +398,11 @@ fn key_generate(name: &str, secret: Option<PathBuf>, public: Option<PathBuf>) ->
     writeln!(f, "{sk}")?;
     let pk = sk.to_public();
     std::fs::write(&public, format!("{pk}\n"))?;
-    eprintln!(
+    note!(
         "secret key written to {} (keep it private), public key to {}",
         secret.display(),
         public.display()
     );
-    println!("{pk}");
+    writeln!(std::io::stdout(), "{pk}")?;
     Ok(())
 }

@@ -45,7 +45,12 @@ impl StoreLocation {
                 "'{arg}' leaves its store path"
             )));
         }
-        let physical = store.physical_path(&path).join(&sub);
+        // Joining an empty `sub` would add a trailing '/', which a file refuses.
+        let physical = if sub.as_os_str().is_empty() {
+            store.physical_path(&path)
+        } else {
+            store.physical_path(&path).join(&sub)
+        };
         Ok(StoreLocation {
             path,
             sub,
@@ -138,4 +143,65 @@ pub fn ls(loc: &StoreLocation, recursive: bool) -> Result<Vec<LsEntry>, StoreErr
         out.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
     }
     Ok(out)
+}
+
+/// Restore a NAR into `target`, which must not exist, all or nothing: the tree is
+/// written under a temporary name beside `target` and renamed into place (never
+/// over anything) once the whole NAR was read and found sound; on any error the
+/// temporary tree is removed and `target` never appears. Only a kill leaves the
+/// temporary `.NAME.restore-…` behind.
+pub fn restore_nar(
+    nar: &mut (impl std::io::Read + ?Sized),
+    target: &Path,
+) -> Result<u64, buildit_store::nar::NarError> {
+    use buildit_store::nar::NarError;
+    use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
+    let io_err = |op: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source: std::io::Error| NarError::Io { op, path, source }
+    };
+    // Refused before the NAR is read, as nar::restore would.
+    match fs::symlink_metadata(target) {
+        Ok(_) => return Err(NarError::TargetExists(target.to_path_buf())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err("stat", target)(e)),
+    }
+    let name = target
+        .file_name()
+        .ok_or_else(|| io_err("restore", target)(std::io::ErrorKind::InvalidInput.into()))?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".restore-{}-{nanos:x}", std::process::id()));
+    let tmp = target.with_file_name(tmp_name);
+    let discard = |tmp: &Path| {
+        let _ = buildit_store::local::remove_tree(tmp);
+    };
+    let size = match buildit_store::nar::restore(nar, &tmp) {
+        Ok(size) => size,
+        // Someone else's file at our temporary name is not ours to remove.
+        Err(e @ NarError::TargetExists(_)) => return Err(e),
+        Err(e) => {
+            discard(&tmp);
+            return Err(e);
+        }
+    };
+    if let Err(e) = renameat2(
+        AT_FDCWD,
+        &tmp,
+        AT_FDCWD,
+        target,
+        RenameFlags::RENAME_NOREPLACE,
+    ) {
+        discard(&tmp);
+        return Err(if e == nix::errno::Errno::EEXIST {
+            NarError::TargetExists(target.to_path_buf())
+        } else {
+            io_err("rename", target)(e.into())
+        });
+    }
+    Ok(size)
 }
