@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Seed the corpora and fuzz every target of store/fuzz (buildit-store's parsers, and
-# spec_yaml for buildit-lang's spec parsers) for SECONDS each (default 60), one job
-# at a time. For humans and optional CI jobs; the test suite does not
+# Seed the corpora and fuzz every target of store/fuzz (buildit-store's parsers) and
+# lang/fuzz (buildit-lang's parsers of the user's files) for SECONDS each (default
+# 60), one job at a time. For humans and optional CI jobs; the test suite does not
 # call it. Needs cargo-fuzz (`cargo install cargo-fuzz --locked`) and python3.
 #
 #   scripts/fuzz.sh [SECONDS]
@@ -9,15 +9,18 @@
 # Environment: FUZZ_TARGETS (space-separated subset, default all),
 # FUZZ_SANITIZER (address by default; `none` if sanitizers do not build here).
 # On a stable toolchain RUSTC_BOOTSTRAP=1 unlocks the -Z flags cargo-fuzz uses.
-# Exits non-zero if a target found a crash; inputs land in store/fuzz/artifacts/.
+# Exits non-zero if a target found a crash; inputs land in
+# {store,lang}/fuzz/artifacts/.
 set -euo pipefail
-cd "$(dirname "$0")/../store"
+cd "$(dirname "$0")/.."
 
 seconds=${1:-60}
 case $seconds in
     '' | *[!0-9]*) echo "usage: $0 [SECONDS]" >&2; exit 2 ;;
 esac
-targets=${FUZZ_TARGETS:-nar_reader aterm narinfo store_path spec_yaml}
+store_targets="nar_reader aterm narinfo store_path"
+lang_targets="spec_yaml container_yaml pkg_yaml recipe build_root config lock_file"
+targets=${FUZZ_TARGETS:-$store_targets $lang_targets}
 sanitizer=${FUZZ_SANITIZER:-address}
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
@@ -28,21 +31,29 @@ if ! rustc --version | grep -q nightly; then
     export RUSTC_BOOTSTRAP=1
 fi
 
-fuzz/seed.sh
+store/fuzz/seed.sh
+lang/fuzz/seed.sh
 
 failed=()
 for t in $targets; do
-    echo "=== fuzzing $t for ${seconds}s"
-    if ! cargo fuzz run -s "$sanitizer" "$t" -- \
+    case " $lang_targets " in
+        *" $t "*) crate=lang ;;
+        *) crate=store ;;
+    esac
+    # The YAML targets share spec_yaml's dictionary.
+    dict=$PWD/$crate/fuzz/dict/$t.dict
+    [ -f "$dict" ] || dict=$PWD/$crate/fuzz/dict/spec_yaml.dict
+    echo "=== fuzzing $t ($crate) for ${seconds}s"
+    if ! (cd "$crate" && cargo fuzz run -s "$sanitizer" "$t" -- \
         -max_total_time="$seconds" -timeout=10 \
-        -dict="$PWD/fuzz/dict/$t.dict" -print_final_stats=1; then
-        failed+=("$t")
+        -dict="$dict" -print_final_stats=1); then
+        failed+=("$crate/$t")
     fi
 done
 
 if [ ${#failed[@]} -gt 0 ]; then
-    echo "crashes in: ${failed[*]} (see store/fuzz/artifacts/; reproduce with" \
-        "'cargo fuzz run TARGET ARTIFACT' in store/)" >&2
+    echo "crashes in: ${failed[*]} (see CRATE/fuzz/artifacts/; reproduce with" \
+        "'cargo fuzz run TARGET ARTIFACT' in store/ or lang/)" >&2
     exit 1
 fi
 echo "no crashes"

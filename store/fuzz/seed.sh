@@ -4,16 +4,13 @@
 # input closures), narinfo and nix-cache-info texts, and store paths, hashes,
 # content addresses, keys and signatures. Files are named by the SHA-1 of their
 # contents, as libFuzzer names corpus entries, so re-running adds nothing twice.
-# spec_yaml gets every YAML file (dot files too) under samples/ and
-# lang/tests/fixtures/ (container.yaml, pkg.yaml, recipes, build roots, the config;
-# samples/invalid/seed-pkg.yaml among them), and a few configurations made here.
-# Needs python3.
+# (The spec files' corpora are seeded by lang/fuzz/seed.sh.) Needs python3.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-exec python3 - "$here/../tests/vectors" "$here/corpus" "$here/../.." <<'PY'
+exec python3 - "$here/../tests/vectors" "$here/corpus" <<'PY'
 import base64, hashlib, json, os, struct, sys
 
-vectors, corpus, root = sys.argv[1], sys.argv[2], sys.argv[3]
+vectors, corpus = sys.argv[1], sys.argv[2]
 counts = {}
 
 def add(target, data):
@@ -141,24 +138,7 @@ for case in base32["cases"]:
 add(sp, narinfo["public_key_file"].strip())
 add(sp, narinfo["secret_key_file"].strip())
 
-# spec_yaml: the user's files of the samples and of lang's test fixtures.
-for top in ("samples", "lang/tests/fixtures"):
-    for d, _, files in sorted(os.walk(os.path.join(root, top))):
-        for name in sorted(files):
-            if name.endswith(".yaml"):
-                with open(os.path.join(d, name), "rb") as f:
-                    add("spec_yaml", f.read())
-add("spec_yaml", "")
-add("spec_yaml", "recipe-paths: [files]\nsource-dirs: [pkgs]\n"
-    "mirrors:\n  gnu: [https://ftp.gnu.org/gnu, file:///srv/gnu]\n"
-    "secret-key-file: keys/cache.sec\n"
-    "trusted-public-keys: [cache.example.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=]\n")
-add("spec_yaml", "- vars:\n    v: '1'\n- package:\n    recipe: www-servers/nginx-{{ v }}.22.1\n"
-    "    use:\n      with: [ssl]\n      without: [http2]\n"
-    "- sync:\n    src: files\n    dest: /etc/nginx\n    recursive: true\n    owner: \"0:0\"\n"
-    "- image:\n    type: oci\n    name: x/{{ v }}\n    content: '{\"a\": \"{{ v }}\"}'\n")
-
-for target in ("nar_reader", "aterm", "narinfo", "store_path", "spec_yaml"):
+for target in ("nar_reader", "aterm", "narinfo", "store_path"):
     d = os.path.join(corpus, target)
     total = len(os.listdir(d)) if os.path.isdir(d) else 0
     print(f"{target}: {counts.get(target, 0)} new, {total} in corpus/{target}")

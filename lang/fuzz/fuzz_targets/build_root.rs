@@ -1,0 +1,15 @@
+//! Build-root definitions (`BuildRootDef::parse`, through the serde path).
+//! See `common` for what is checked.
+
+#![no_main]
+
+#[path = "common/mod.rs"]
+mod common;
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(text) = std::str::from_utf8(data) {
+        common::build_root(text);
+    }
+});

@@ -1,0 +1,15 @@
+//! pkg.yaml (`PkgFile::parse`): patches (local ones resolved inside the spec), use flags, overrides.
+//! See `common` for what is checked.
+
+#![no_main]
+
+#[path = "common/mod.rs"]
+mod common;
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(text) = std::str::from_utf8(data) {
+        common::pkg_yaml(text);
+    }
+});

@@ -1,0 +1,15 @@
+//! Recipes (`Recipe::parse`), at the path their `name:` and `version:` ask for; options resolved every way.
+//! See `common` for what is checked.
+
+#![no_main]
+
+#[path = "common/mod.rs"]
+mod common;
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(text) = std::str::from_utf8(data) {
+        common::recipe(text);
+    }
+});
