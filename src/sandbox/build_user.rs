@@ -70,9 +70,10 @@ fn io(context: String) -> impl FnOnce(std::io::Error) -> SandboxError {
     move |source| SandboxError::Io { context, source }
 }
 
-/// Creates `dir` (and its parent) owned by root and writable by root only,
-/// refusing one that someone else could have prepared.
+/// Creates `dir` (and its parents) owned by us (root) and writable by us
+/// only, refusing one that someone else could have prepared.
 fn private_dir(dir: &Path) -> Result<(), SandboxError> {
+    let me = nix::unistd::geteuid().as_raw();
     for d in dir
         .ancestors()
         .collect::<Vec<_>>()
@@ -87,7 +88,8 @@ fn private_dir(dir: &Path) -> Result<(), SandboxError> {
         }
         let md = fs::symlink_metadata(d).map_err(io(format!("stat {}", d.display())))?;
         let shared = md.mode() & 0o022 != 0 && md.mode() & 0o1000 == 0;
-        if !md.is_dir() || md.uid() != 0 || shared {
+        let ours = md.uid() == me || md.uid() == 0;
+        if !md.is_dir() || !ours || shared {
             return Err(SandboxError::Spec(format!(
                 "{} must be a directory owned by root and writable by root only",
                 d.display()
@@ -106,11 +108,9 @@ impl BuildUser {
     fn acquire_in(lock_dir: &Path) -> Result<BuildUser, SandboxError> {
         private_dir(lock_dir)?;
         let (uid0, gid0, count) = range();
-        // Start where this process's id points, so that parallel buildit
-        // processes rarely try the same slots first.
-        let first = std::process::id() % count;
-        for i in 0..count {
-            let slot = (first + i) % count;
+        // Lowest free slot first: the lock files stay as few as the most
+        // builds that ever ran at once.
+        for slot in 0..count {
             let path: PathBuf = lock_dir.join(format!("{}", uid0 + slot));
             let f = File::options()
                 .create(true)
@@ -147,5 +147,24 @@ mod tests {
         assert_eq!(sub_range(&f, "alice"), Some((100000, 65536)));
         assert_eq!(sub_range(&f, "bad"), None);
         assert_eq!(sub_range(&f, "bob"), None);
+    }
+
+    #[test]
+    fn each_holder_gets_its_own_id_until_it_lets_go() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("build-users");
+        let a = BuildUser::acquire_in(&dir).unwrap();
+        let b = BuildUser::acquire_in(&dir).unwrap();
+        assert_ne!(a.uid, b.uid);
+        assert!(a.uid != 0 && b.uid != 0);
+        let first = a.uid;
+        drop(a);
+        let c = BuildUser::acquire_in(&dir).unwrap();
+        assert_eq!(c.uid, first);
+        // A lock dir others may write to is refused.
+        let open = t.path().join("open");
+        fs::create_dir(&open).unwrap();
+        fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+        assert!(BuildUser::acquire_in(&open.join("x")).is_err());
     }
 }

@@ -45,22 +45,57 @@ pub fn sources() -> &'static PathBuf {
             // apt-get also wants each package's Debian tarball; one of those may be
             // gone from the mirror while the orig tarball is there, so only the
             // files we need decide.
-            let out = Command::new("apt-get")
-                .args(["source", "--download-only"])
-                .args(&missing)
-                .current_dir(&dir)
-                .output()
-                .expect("run apt-get source (needs a deb-src entry in the apt sources)");
+            let mut log = apt_source(&dir, &missing);
+            // The newest version's files may be missing from the mirror (a
+            // security update whose sources it does not carry): try the others,
+            // which share the orig tarball.
+            for (p, f) in SOURCES {
+                if dir.join(f).is_file() {
+                    continue;
+                }
+                for v in source_versions(p) {
+                    log.push_str(&apt_source(&dir, &[&format!("{p}={v}")]));
+                    if dir.join(f).is_file() {
+                        break;
+                    }
+                }
+            }
             for (p, f) in SOURCES {
                 assert!(
                     dir.join(f).is_file(),
-                    "apt-get source {p} did not give {f}:\n{}",
-                    String::from_utf8_lossy(&out.stderr)
+                    "apt-get source {p} did not give {f}:\n{log}"
                 );
             }
         }
         dir
     })
+}
+
+/// `apt-get source --download-only ARGS…` in `dir`; its stderr.
+fn apt_source(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("apt-get")
+        .args(["source", "--download-only"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run apt-get source (needs a deb-src entry in the apt sources)");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The versions of source package `name` the apt sources know, newest first.
+fn source_versions(name: &str) -> Vec<String> {
+    let out = Command::new("apt-cache")
+        .args(["showsrc", "--only-source", name])
+        .output()
+        .expect("run apt-cache showsrc");
+    let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("Version: "))
+        .map(str::to_string)
+        .collect();
+    v.dedup();
+    v.reverse();
+    v
 }
 
 /// `buildit --root ROOT ARGS…` in the repository, plain progress output.
