@@ -382,8 +382,8 @@ mod tests {
 
     #[test]
     fn a_strangers_symlink_is_not_followed_into_trust() {
-        // Only root can make a symlink owned by someone else; as anyone else, the
-        // owner check of the link is seen through a different euid.
+        // Only root can make a symlink owned by someone else; anyone else sees their
+        // own link as another user would.
         let t = tempfile::tempdir().unwrap();
         chmod(t.path(), 0o755);
         let f = t.path().join("real.yaml");
@@ -392,9 +392,13 @@ mod tests {
         let link = t.path().join("c.yaml");
         std::os::unix::fs::symlink(&f, &link).unwrap();
         Trust::new(me(), []).check_config(&link).unwrap();
-        if me() != 0 {
-            let e = Trust::new(me() + 1, []).check_config(&link).unwrap_err();
-            assert!(matches!(e.why, Distrust::LinkOwner { .. }), "{e}");
-        }
+        let e = if me() == 0 {
+            // Root can give the link itself away; the file it names is still root's.
+            std::os::unix::fs::lchown(&link, Some(4242), None).unwrap();
+            Trust::new(0, []).check_config(&link).unwrap_err()
+        } else {
+            Trust::new(me() + 1, []).check_config(&link).unwrap_err()
+        };
+        assert!(matches!(e.why, Distrust::LinkOwner { .. }), "{e}");
     }
 }
