@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Seed the corpora and fuzz every target of store/fuzz (buildit-store's parsers) and
-# lang/fuzz (buildit-lang's parsers of the user's files) for SECONDS each (default
-# 60), one job at a time. For humans and optional CI jobs; the test suite does not
+# Seed the corpora and fuzz every target of store/fuzz (buildit-store's parsers),
+# lang/fuzz (buildit-lang's parsers of the user's files) and fuzz/ (the root crate's:
+# .debs, Debian text, OCI layouts) for SECONDS each (default 60), one job at a time. For humans and optional CI jobs; the test suite does not
 # call it. Needs cargo-fuzz (`cargo install cargo-fuzz --locked`) and python3.
 #
 #   scripts/fuzz.sh [SECONDS]
@@ -10,7 +10,7 @@
 # FUZZ_SANITIZER (address by default; `none` if sanitizers do not build here).
 # On a stable toolchain RUSTC_BOOTSTRAP=1 unlocks the -Z flags cargo-fuzz uses.
 # Exits non-zero if a target found a crash; inputs land in
-# {store,lang}/fuzz/artifacts/.
+# {store,lang}/fuzz/artifacts/ and fuzz/artifacts/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,7 +20,8 @@ case $seconds in
 esac
 store_targets="nar_reader aterm narinfo store_path"
 lang_targets="spec_yaml container_yaml pkg_yaml recipe build_root config lock_file"
-targets=${FUZZ_TARGETS:-$store_targets $lang_targets}
+root_targets="deb_unpack debian_text oci_archive oci_documents"
+targets=${FUZZ_TARGETS:-$store_targets $lang_targets $root_targets}
 sanitizer=${FUZZ_SANITIZER:-address}
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
@@ -38,22 +39,27 @@ failed=()
 for t in $targets; do
     case " $lang_targets " in
         *" $t "*) crate=lang ;;
-        *) crate=store ;;
+        *) case " $root_targets " in
+            *" $t "*) crate=. ;;
+            *) crate=store ;;
+        esac ;;
     esac
-    # The YAML targets share spec_yaml's dictionary.
+    # The YAML targets share spec_yaml's dictionary; the root crate's have none.
     dict=$PWD/$crate/fuzz/dict/$t.dict
     [ -f "$dict" ] || dict=$PWD/$crate/fuzz/dict/spec_yaml.dict
+    dict_arg=()
+    [ -f "$dict" ] && dict_arg=(-dict="$dict")
     echo "=== fuzzing $t ($crate) for ${seconds}s"
     if ! (cd "$crate" && cargo fuzz run -s "$sanitizer" "$t" -- \
         -max_total_time="$seconds" -timeout=10 \
-        -dict="$dict" -print_final_stats=1); then
+        "${dict_arg[@]}" -print_final_stats=1); then
         failed+=("$crate/$t")
     fi
 done
 
 if [ ${#failed[@]} -gt 0 ]; then
     echo "crashes in: ${failed[*]} (see CRATE/fuzz/artifacts/; reproduce with" \
-        "'cargo fuzz run TARGET ARTIFACT' in store/ or lang/)" >&2
+        "'cargo fuzz run TARGET ARTIFACT' in store/, lang/ or the repository root)" >&2
     exit 1
 fi
 echo "no crashes"
