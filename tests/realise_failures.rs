@@ -736,7 +736,7 @@ try() {{
   try 'echo x > /etc/passwd'
   try 'touch /store/foo'
   try 'test -n "$(ls -A /root 2>/dev/null)$(ls -A /home 2>/dev/null)"'
-  try 'timeout 10 bash -c "exec 3<>/dev/tcp/1.1.1.1/53"'
+  try 'grep -v -e "^ *lo:" -e "|" /proc/net/dev | grep -q .'
   try 'test -e {}'
 }} | tee $out/usr/share/attempts
 for v in HOME TMPDIR SOURCE_DATE_EPOCH TZ LC_ALL NIX_BUILD_CORES; do echo "$v=${{!v}}"; done > $out/usr/share/env
@@ -765,7 +765,7 @@ cat $out/usr/share/env"#,
         "blocked: echo x > /etc/passwd".to_string(),
         "blocked: touch /store/foo".to_string(),
         "blocked: test -n \"$(ls -A /root 2>/dev/null)$(ls -A /home 2>/dev/null)\"".to_string(),
-        "blocked: timeout 10 bash -c \"exec 3<>/dev/tcp/1.1.1.1/53\"".to_string(),
+        "blocked: grep -v -e \"^ *lo:\" -e \"|\" /proc/net/dev | grep -q .".to_string(),
         format!("blocked: test -e {}", host_file.display()),
     ];
     let lines: Vec<&str> = attempts.lines().collect();
@@ -791,4 +791,81 @@ cat $out/usr/share/env"#,
         want,
         "{context}\n--- env:\n{env}"
     );
+}
+
+/// A build holds no host privilege, whoever runs buildit: a build that writes
+/// a kernel setting back (harmless if it worked) is refused, its ids map to
+/// no host root, it cannot make set-id files, and a fork loop stops at
+/// `--max-processes`.
+#[test]
+fn a_build_holds_no_host_privilege() {
+    warm();
+    let t = tempfile::tempdir().unwrap();
+    let before = fs::read_to_string("/proc/sys/kernel/printk_ratelimit").unwrap();
+    let mut r = Recipe::new("rf-noroot", "1", ":");
+    r.install = format!(
+        r#"# run {}
+mkdir -p $out/usr/share
+{{
+  echo "uid_map $(cat /proc/self/uid_map)"
+  echo "id $(id -u):$(id -g)"
+  v=$(cat /proc/sys/kernel/printk_ratelimit)
+  if (echo "$v" > /proc/sys/kernel/printk_ratelimit) 2>/build/err; then
+    echo "printk_ratelimit written"
+  else
+    echo "printk_ratelimit refused: $(sed 's/.*: //' /build/err)"
+  fi
+  touch /build/s
+  if chmod u+s /build/s 2>/dev/null; then echo "setuid allowed"; else echo "setuid refused"; fi
+  sh -c 'i=0; while [ $i -lt 500 ]; do sleep 60 >/dev/null 2>&1 & i=$((i+1)); echo $i > /build/n; done' 2>/dev/null || true
+  echo "processes $(cat /build/n)"
+}} > $out/usr/share/report
+cat $out/usr/share/report"#,
+        run_id()
+    );
+    let dir = spec(&t.path().join("rf-noroot"), &[r]);
+    let pkg = package(&dir, "rf-noroot-1");
+    let out = build(&dir, &["--no-link", "--max-processes", "64"]);
+    let all = show(&out);
+    assert!(out.status.success(), "{all}");
+    let physical = shared_root()
+        .join("store")
+        .join(pkg.out.trim_start_matches("/store/"));
+    let report = fs::read_to_string(physical.join("usr/share/report")).unwrap();
+    let lines: Vec<&str> = report.lines().collect();
+    let map: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(
+        (map[0], map[1], map[3]),
+        ("uid_map", "1000", "1"),
+        "{report}"
+    );
+    let host_uid: u32 = map[2].parse().unwrap();
+    if nix::unistd::geteuid().is_root() {
+        assert_ne!(host_uid, 0, "{report}");
+    } else {
+        assert_eq!(host_uid, nix::unistd::geteuid().as_raw(), "{report}");
+    }
+    assert_eq!(lines[1], "id 1000:1000", "{report}");
+    assert!(
+        lines[2].starts_with("printk_ratelimit refused: ")
+            && (lines[2].contains("Read-only file system")
+                || lines[2].contains("Permission denied")),
+        "{report}"
+    );
+    assert_eq!(lines[3], "setuid refused", "{report}");
+    let n: u32 = lines[4]
+        .strip_prefix("processes ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(n < 64, "{n} processes under --max-processes 64: {report}");
+    assert_eq!(
+        fs::read_to_string("/proc/sys/kernel/printk_ratelimit").unwrap(),
+        before
+    );
+    // The output belongs to the store's owner, whoever the build ran as.
+    use std::os::unix::fs::MetadataExt;
+    let md = fs::symlink_metadata(physical.join("usr/share/report")).unwrap();
+    assert_eq!(md.uid(), nix::unistd::geteuid().as_raw());
+    assert_store_clean("a build as an unprivileged id");
 }
