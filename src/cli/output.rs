@@ -104,9 +104,30 @@ macro_rules! note {
 }
 pub(crate) use note;
 
-/// Whether `e` comes from writing into a closed pipe (our stdout or stderr): the
-/// whole chain is looked at, since the write may be deep inside (a NAR dump).
+/// Whether `e` comes from writing into a closed pipe that is our own stdout or
+/// stderr: the whole chain is looked at, since the write may be deep inside (a
+/// NAR dump). A broken pipe to anything else (an ssh cache's connection, a
+/// child process) is a failure like any other and must not pass for success,
+/// so the descriptors themselves are asked too.
 pub fn is_broken_pipe(e: &(dyn std::error::Error + 'static)) -> bool {
+    has_broken_pipe(e) && {
+        use std::os::fd::AsFd;
+        stdio_closed(std::io::stdout().as_fd()) || stdio_closed(std::io::stderr().as_fd())
+    }
+}
+
+/// Whether `fd` is a pipe (or socket) whose reading end is gone: `poll`
+/// reports `POLLERR` (`POLLHUP` for a socket) on such a writing end.
+fn stdio_closed(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut fds = [PollFd::new(fd, PollFlags::empty())];
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+        && fds[0]
+            .revents()
+            .is_some_and(|r| r.intersects(PollFlags::POLLERR | PollFlags::POLLHUP))
+}
+
+fn has_broken_pipe(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur = Some(e);
     while let Some(err) = cur {
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
@@ -137,5 +158,24 @@ pub fn finish(result: CliResult<()>) -> ExitCode {
             note!("{:?}", miette::Report::new(e));
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A broken pipe that is not our stdout or stderr (a cache connection, a
+    /// child process) stays an error: the test's own output is still read.
+    #[test]
+    fn a_broken_pipe_elsewhere_is_an_error() {
+        let e = std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+        assert!(has_broken_pipe(&e));
+        assert!(!is_broken_pipe(&e));
+        let (r, w) = nix::unistd::pipe().unwrap();
+        use std::os::fd::AsFd;
+        assert!(!stdio_closed(w.as_fd()));
+        drop(r);
+        assert!(stdio_closed(w.as_fd()));
     }
 }
