@@ -405,6 +405,40 @@ fn no_host_privilege_and_a_masked_proc() {
     );
 }
 
+/// A build that reopens `/dev/stdout` or `/dev/stderr` writes on after what
+/// it printed, whoever runs the sandbox (the log is a pipe the build may reopen).
+#[test]
+fn reopening_stdout_keeps_the_log() {
+    let f = Fixture::new();
+    let (o, out) = f.sh("echo one; echo two > /dev/stdout; echo three > /dev/stderr; echo four");
+    assert_eq!(code(&o), Some(0), "{out}");
+    assert_eq!(out, "one\ntwo\nthree\nfour\n");
+}
+
+/// What the caller put in a writable bind stays the build's to use, even a
+/// file only its owner may read (root's, when root runs the sandbox).
+#[test]
+fn files_put_in_a_writable_bind_stay_usable() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = Fixture::new();
+    fs::create_dir(f.path("build/sub")).unwrap();
+    fs::write(f.path("build/sub/private"), "mine\n").unwrap();
+    fs::set_permissions(
+        f.path("build/sub/private"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    fs::set_permissions(f.path("build/sub"), fs::Permissions::from_mode(0o700)).unwrap();
+    let (o, out) =
+        f.sh("cat /build/sub/private && echo more >> /build/sub/private && touch /build/sub/new");
+    assert_eq!(code(&o), Some(0), "{out}");
+    assert_eq!(out, "mine\n");
+    assert_eq!(
+        fs::read_to_string(f.path("build/sub/private")).unwrap(),
+        "mine\nmore\n"
+    );
+}
+
 /// Root may name the host ids; 0 is refused, and so is an ordinary user's
 /// attempt to map anything but its own.
 #[test]

@@ -19,7 +19,7 @@
 //! Host identity: the sandbox's uid/gid map to one host id. For an ordinary
 //! user that is the user's own id. For root it is never 0: each run takes an
 //! unprivileged id of its own ([`BuildUser`]), the writable binds are handed
-//! to it (`chown` of their top directory), and since a process cannot write
+//! to it (`chown` of their trees), and since a process cannot write
 //! another id's map from inside its new namespace, a mapper child that stays
 //! outside writes it. The kernel checks `/proc/sys` and friends against the
 //! host id, so nothing in the sandbox holds host privilege; init keeps the
@@ -92,8 +92,8 @@ pub struct SandboxSpec {
     /// `/usr` in tests.
     pub read_only: Vec<(PathBuf, String)>,
     /// Writable binds (physical, absolute logical path): the output dir, `/build`.
-    /// When the caller is root, the top of each is handed (`chown`) to the
-    /// sandbox's unprivileged host id first.
+    /// When the caller is root, each tree is handed (`chown`, symlinks not
+    /// followed) to the sandbox's unprivileged host id first.
     pub writable: Vec<(PathBuf, String)>,
     /// Absolute logical paths that get a fresh, empty, writable tmpfs (gone when
     /// the sandbox ends). `buildit check` builds in one to vary the filesystem,
@@ -517,6 +517,7 @@ fn wait_exit(pidfd: Option<&OwnedFd>, pid: Pid, watch: &Watch) -> Result<(), Sto
     // No pidfd (Linux < 5.3): peek with waitid(WNOWAIT) every 5 ms.
     loop {
         let slice = watch.slice()?;
+        // SAFETY: siginfo_t is plain old data, valid when all zeros.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
         // SAFETY: valid siginfo buffer; WNOWAIT leaves the child waitable.
         let r = unsafe {
@@ -571,10 +572,7 @@ fn host_ids(spec: &SandboxSpec) -> Result<(HostIds, Option<BuildUser>), SandboxE
         ));
     }
     for (src, _) in &spec.writable {
-        std::os::unix::fs::lchown(src, Some(uid), Some(gid)).map_err(|e| SandboxError::Io {
-            context: format!("hand {} to the build user {uid}", src.display()),
-            source: e,
-        })?;
+        hand_over(src, uid, gid)?;
     }
     let host = HostIds {
         uid,
@@ -582,6 +580,59 @@ fn host_ids(spec: &SandboxSpec) -> Result<(HostIds, Option<BuildUser>), SandboxE
         privileged: true,
     };
     Ok((host, user))
+}
+
+fn is_fifo(f: &File) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    f.metadata().is_ok_and(|m| m.file_type().is_fifo())
+}
+
+/// Copies what the sandbox writes to a pipe into the caller's log file.
+struct LogRelay {
+    write_end: OwnedFd,
+    thread: std::thread::JoinHandle<std::io::Result<u64>>,
+}
+
+impl LogRelay {
+    fn start(log: &File) -> Result<LogRelay, SandboxError> {
+        let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(io_err("pipe"))?;
+        let mut out = log.try_clone().map_err(|e| SandboxError::Io {
+            context: "duplicate the log descriptor".into(),
+            source: e,
+        })?;
+        let thread = std::thread::spawn(move || std::io::copy(&mut File::from(r), &mut out));
+        Ok(LogRelay {
+            write_end: w,
+            thread,
+        })
+    }
+
+    /// Closes our writing end; the thread runs until the sandbox's close.
+    fn detach(self) -> std::thread::JoinHandle<std::io::Result<u64>> {
+        drop(self.write_end);
+        self.thread
+    }
+}
+
+/// Gives the tree at `root` to the build ids, as an ordinary user's own
+/// files are the sandbox's: what the caller put there stays usable. Symlinks
+/// are not followed.
+fn hand_over(root: &Path, uid: u32, gid: u32) -> Result<(), SandboxError> {
+    let err = |p: &Path| {
+        let context = format!("hand {} to the build user {uid}", p.display());
+        move |source| SandboxError::Io { context, source }
+    };
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        std::os::unix::fs::lchown(&p, Some(uid), Some(gid)).map_err(err(&p))?;
+        let md = std::fs::symlink_metadata(&p).map_err(err(&p))?;
+        if md.is_dir() {
+            for e in std::fs::read_dir(&p).map_err(err(&p))? {
+                stack.push(e.map_err(err(&p))?.path());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Runs `spec.argv` in a fresh sandbox and waits for it (and everything it
@@ -592,10 +643,22 @@ pub fn run(spec: &SandboxSpec) -> Result<Outcome, SandboxError> {
     template.push("buildit-sandbox-XXXXXX");
     let scratch =
         Scratch(nix::unistd::mkdtemp(&template).map_err(io_err(format!("mkdtemp {template:?}")))?);
+    let (host, _build_user) = host_ids(spec)?;
+    // The command's stdout and stderr are always a pipe: a build that reopens
+    // `/dev/stdout` (nginx, `echo >/dev/stderr`) gets the pipe again rather
+    // than the caller's file from offset 0, and a build id can reopen a pipe
+    // handed to it, where a root-owned file would refuse it.
     let devnull;
+    let mut relay = None;
     let log_fd =
         match &spec.log {
-            Some(f) => f.as_raw_fd(),
+            Some(f) if is_fifo(f) => f.as_raw_fd(),
+            Some(f) => {
+                let r = LogRelay::start(f)?;
+                let fd = r.write_end.as_raw_fd();
+                relay = Some(r);
+                fd
+            }
             None => {
                 devnull = File::options().write(true).open("/dev/null").map_err(|e| {
                     SandboxError::Io {
@@ -606,7 +669,16 @@ pub fn run(spec: &SandboxSpec) -> Result<Outcome, SandboxError> {
                 devnull.as_raw_fd()
             }
         };
-    let (host, _build_user) = host_ids(spec)?;
+    if host.privileged && spec.log.is_some() {
+        // SAFETY: a valid descriptor we hold (the caller's pipe or ours).
+        let r = unsafe { libc::fchown(log_fd, host.uid, host.gid) };
+        if r != 0 {
+            return Err(SandboxError::Io {
+                context: "hand the log pipe to the build user".into(),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+    }
     let plan = plan(spec, scratch.0.clone(), log_fd, &host)?;
     let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(io_err("pipe"))?;
     let (pid_r, pid_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(io_err("pipe"))?;
@@ -624,6 +696,8 @@ pub fn run(spec: &SandboxSpec) -> Result<Outcome, SandboxError> {
         ForkResult::Parent { child } => child,
     };
     drop((err_w, pid_w, status_w));
+    // Only the sandbox holds the relay's writing end now: EOF ends the relay.
+    let relay = relay.map(LogRelay::detach);
     // SAFETY: plain syscall; returns a new fd or -1.
     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, helper.as_raw(), 0) };
     // SAFETY: a non-negative result is a fresh fd we own.
@@ -654,6 +728,10 @@ pub fn run(spec: &SandboxSpec) -> Result<Outcome, SandboxError> {
         let _ = kill(init.unwrap_or(helper), Signal::SIGKILL);
     }
     let helper_status = waitpid(helper, None).map_err(io_err("waitpid"))?;
+    if let Some(r) = relay {
+        // Everything in the sandbox is gone, so the pipe is at EOF.
+        let _ = r.join();
+    }
     if stop.is_some() {
         // Everything that held the write end is gone: this cannot block.
         err.extend(read_all(err_r));
