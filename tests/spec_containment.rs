@@ -142,9 +142,12 @@ fn flat(out: &Output) -> String {
     squeeze(&stderr(out))
 }
 
+/// Without whitespace and the gutters a wrapped message line starts with, in
+/// the Unicode and the ASCII rendering (the latter without a terminal or a
+/// UTF-8 locale, as under `env -i`).
 fn squeeze(s: &str) -> String {
     s.chars()
-        .filter(|c| !c.is_whitespace() && !matches!(c, '│' | '·'))
+        .filter(|c| !c.is_whitespace() && !matches!(c, '│' | '·' | '|'))
         .collect()
 }
 
