@@ -130,7 +130,7 @@ fn inspect(env: &Env, path: &Path, files: bool) -> (bool, String, String) {
 /// Without whitespace and miette's margins: the message is wrapped to the width.
 fn squeezed(s: &str) -> String {
     s.chars()
-        .filter(|c| !c.is_whitespace() && *c != '│')
+        .filter(|c| !c.is_whitespace() && !matches!(c, '│' | '|'))
         .collect()
 }
 
