@@ -3,6 +3,8 @@
 //! URLs. The content must hash to what the derivation declares; otherwise nothing
 //! is kept and the next candidate is tried.
 
+#![forbid(unsafe_code)]
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Read, Write};

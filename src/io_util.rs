@@ -1,5 +1,7 @@
 //! Small reading helpers shared by the modules that stream files.
 
+#![forbid(unsafe_code)]
+
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};

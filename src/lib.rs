@@ -1,7 +1,12 @@
 //! buildit: package-centric, source-based, reproducible container builds.
 //!
 //! The binary is a thin layer (`cli`) over operations (`ops`) that sit on the
-//! `buildit-store` and `buildit-lang` crates.
+//! `buildit-store` and `buildit-lang` crates. See docs/ARCHITECTURE.md.
+//!
+//! Only the sandbox may use `unsafe` (namespaces, mounts, seccomp, fork): every
+//! other module tree forbids it.
+
+#![deny(unsafe_code)]
 
 pub mod audit;
 pub mod build;
@@ -12,4 +17,5 @@ pub mod fetch;
 pub mod image;
 pub mod io_util;
 pub mod ops;
+#[allow(unsafe_code)]
 pub mod sandbox;

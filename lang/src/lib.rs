@@ -1,6 +1,8 @@
-//! buildit's spec front ends, lowered to derivations: build-root definitions and the
-//! lock file today; container.yaml, pkg.yaml and the recipe repository with the spec
-//! issue.
+//! buildit's spec front end: `container.yaml`, `pkg.yaml`, recipes, build roots,
+//! `.buildit-config.yaml` and the lock file, read with positions, confined to the
+//! spec's directory, and lowered to derivations.
+
+#![forbid(unsafe_code)]
 
 pub mod buildroot;
 pub mod debian;

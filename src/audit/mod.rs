@@ -5,5 +5,7 @@
 //! * [`outputs`]: two build results (store paths, NARs, directories, images):
 //!   which files differ and how, with a content diff that suits each file's type.
 
+#![forbid(unsafe_code)]
+
 pub mod drv;
 pub mod outputs;

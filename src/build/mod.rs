@@ -4,8 +4,11 @@
 //! Builtins (`builtin:fetchurl`, `builtin:unpack-deb`, `builtin:buildroot`) run in
 //! buildit itself; every other builder runs in a sandbox (`sandboxed`).
 
+#![forbid(unsafe_code)]
+
 pub mod buildroot;
 mod builtin;
+mod cancel;
 pub mod events;
 pub mod log;
 pub mod outputs;
@@ -15,13 +18,13 @@ mod scheduler;
 mod substitute;
 
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use buildit_store::{Hash, LocalStore, StoreError, StorePath};
 use thiserror::Error;
 
 use crate::fetch::{FetchError, Fetcher};
+pub use cancel::CancelToken;
 use events::Progress;
 
 #[derive(Debug, Error)]
@@ -105,6 +108,9 @@ pub struct Options {
     /// A check rebuild whose output differs is kept under `var/check/` (outside
     /// the store) so that it can be compared with the registered one.
     pub keep_differing: bool,
+    /// Set by the caller (an interrupt) to stop: running builds are
+    /// cancelled, their sandboxes killed, and no new step starts.
+    pub cancel: CancelToken,
 }
 
 /// Changes to the build environment that must not change a reproducible
@@ -138,13 +144,10 @@ impl Default for Options {
             substitute: true,
             variation: Variation::default(),
             keep_differing: false,
+            cancel: CancelToken::new(),
         }
     }
 }
-
-/// Set (from a signal handler) to stop a realisation: running builds are
-/// cancelled, their sandboxes killed, and no new step starts.
-pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 /// One failed step.
 #[derive(Debug, Clone)]
@@ -192,7 +195,8 @@ pub struct Report {
     pub not_substituted: Vec<String>,
     /// (step name, note) for steps that succeeded with something to say.
     pub notes: Vec<(String, String)>,
-    /// [`INTERRUPTED`] was set: running builds were cancelled, nothing more started.
+    /// [`Options::cancel`] was set: running builds were cancelled, nothing more
+    /// started.
     pub interrupted: bool,
 }
 

@@ -16,7 +16,7 @@ use petgraph::Direction;
 use super::events::{Event, StepKind};
 use super::sandboxed::Built;
 use super::substitute::Substituter;
-use super::{display_name, BuildError, CheckedOutput, Failure, Realiser, Report, INTERRUPTED};
+use super::{display_name, BuildError, CheckedOutput, Failure, Realiser, Report};
 
 struct Step {
     drv_path: StorePath,
@@ -141,7 +141,7 @@ impl Realiser<'_> {
         let mut stopping = false;
         let (tx, rx) = mpsc::channel::<(NodeIndex, Result<Built, BuildError>)>();
         std::thread::scope(|s| loop {
-            if INTERRUPTED.load(Ordering::Relaxed) && !stopping {
+            if self.options.cancel.is_cancelled() && !stopping {
                 stopping = true;
                 report.interrupted = true;
                 for c in running.values() {

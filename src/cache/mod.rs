@@ -5,6 +5,8 @@
 //! format: look up and verify narinfos, substitute NARs into the store, push
 //! closures.
 
+#![forbid(unsafe_code)]
+
 pub mod backend;
 mod binary_cache;
 pub mod file;

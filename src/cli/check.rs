@@ -5,7 +5,7 @@ use std::io::Write;
 
 use super::output::{note, print_json};
 use super::progress::{Reporter, ReporterOptions};
-use super::realise::{on_interrupt_cancel_builds, resolve_targets, summarise, BuildArgs};
+use super::realise::{resolve_targets, summarise, BuildArgs};
 use super::{CliError, CliResult, Global};
 use crate::audit::outputs::DiffOptions;
 use crate::ops::cache as cache_ops;
@@ -83,7 +83,8 @@ fn run(global: &Global, args: &Args) -> CliResult<CheckReport> {
             })
             .collect::<Vec<_>>(),
     )?;
-    on_interrupt_cancel_builds();
+    // An interrupt now stops the rebuilds cleanly rather than buildit itself.
+    global.cancel.arm();
     let reporter = Reporter::new(ReporterOptions {
         print_logs: args.build.print_build_logs(),
         quiet: false,
@@ -92,7 +93,7 @@ fn run(global: &Global, args: &Args) -> CliResult<CheckReport> {
         store: &store,
         fetcher: &fetcher,
         caches: &caches,
-        options: args.build.options(false),
+        options: args.build.options(false, &global.cancel),
         progress: &reporter,
         diff: DiffOptions {
             nar_modes: true,

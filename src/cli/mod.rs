@@ -1,6 +1,7 @@
 //! Command-line interface: argument parsing (clap) and rendering. Each command
 //! group has its own module with `Args` and `exec`; the work itself is in `ops`.
 
+#![forbid(unsafe_code)]
 // println!/eprintln! panic on a closed pipe: see `output` for what is used instead.
 #![warn(clippy::print_stdout, clippy::print_stderr)]
 
@@ -9,6 +10,7 @@ mod debian;
 mod diff;
 mod eval;
 mod image;
+mod interrupt;
 mod lock;
 mod log;
 mod output;
@@ -103,6 +105,8 @@ fn with_default_command(mut argv: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsSt
 /// Options every command shares.
 pub struct Global {
     pub root: PathBuf,
+    /// Set by the first interrupt while a realisation runs.
+    pub cancel: crate::build::CancelToken,
 }
 
 impl Global {
@@ -112,8 +116,11 @@ impl Global {
 }
 
 pub fn main() -> ExitCode {
+    // Before any thread exists: every thread inherits the blocked signals.
+    let cancel = interrupt::watch();
     let cli = Cli::parse_from(with_default_command(std::env::args_os().collect()));
     let global = Global {
+        cancel,
         root: cli
             .root
             .unwrap_or_else(buildit_store::LocalStore::default_root),

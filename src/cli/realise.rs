@@ -12,7 +12,7 @@ use buildit_store::{LocalStore, StorePath};
 use super::output::note;
 use super::progress::{Reporter, ReporterOptions};
 use super::{CliError, CliResult, Global};
-use crate::build::{Options, Report};
+use crate::build::{CancelToken, Options, Report};
 use crate::cache::BinaryCache;
 use crate::ops::cache as cache_ops;
 use crate::ops::debian::FetchOptions;
@@ -129,8 +129,9 @@ impl BuildArgs {
                 .is_some_and(|d| cache_ops::parse_discover(d).1)
     }
 
-    pub(super) fn options(&self, check: bool) -> Options {
+    pub(super) fn options(&self, check: bool, cancel: &CancelToken) -> Options {
         let mut o = Options {
+            cancel: cancel.clone(),
             jobs: self.jobs.max(1),
             keep_going: self.keep_going,
             timeout: self.timeout.map(Duration::from_secs),
@@ -215,6 +216,7 @@ pub fn exec_realise(global: &Global, args: RealiseArgs) -> CliResult<()> {
         args.check,
         config.as_ref(),
         &caches,
+        &global.cancel,
     )
 }
 
@@ -313,6 +315,7 @@ pub fn exec_build(global: &Global, args: BuildDirArgs) -> CliResult<()> {
         false,
         loaded.config.as_ref(),
         &caches,
+        &global.cancel,
     )?;
     if args.build.wants_push() {
         let config = loaded.config.as_ref();
@@ -369,9 +372,11 @@ fn run(
     check: bool,
     config: Option<&Config>,
     caches: &[BinaryCache],
+    cancel: &CancelToken,
 ) -> CliResult<()> {
     let fetcher = args.sources().fetcher(config);
-    on_interrupt_cancel_builds();
+    // An interrupt now stops the builds cleanly rather than buildit itself.
+    cancel.arm();
     let reporter = Reporter::new(ReporterOptions {
         print_logs: args.print_build_logs,
         quiet: false,
@@ -380,7 +385,7 @@ fn run(
     let report = realise(
         store,
         &drvs,
-        &args.options(check),
+        &args.options(check, cancel),
         &fetcher,
         caches,
         &reporter,
@@ -548,28 +553,4 @@ pub(super) fn resolve_targets(
         },
     };
     Ok((drvs, config))
-}
-
-/// Ctrl-C (or SIGTERM) stops the realisation cleanly: sandboxes are killed and
-/// temp trees removed; a second signal ends buildit at once.
-pub(super) fn on_interrupt_cancel_builds() {
-    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-    extern "C" fn handle(sig: libc::c_int) {
-        if crate::build::INTERRUPTED.swap(true, std::sync::atomic::Ordering::Relaxed) {
-            // SAFETY: async-signal-safe calls only.
-            unsafe {
-                libc::signal(sig, libc::SIG_DFL);
-                libc::raise(sig);
-            }
-        }
-    }
-    let action = SigAction::new(
-        SigHandler::Handler(handle),
-        SaFlags::SA_RESTART,
-        SigSet::empty(),
-    );
-    for s in [Signal::SIGINT, Signal::SIGTERM] {
-        // SAFETY: the handler only touches an atomic and async-signal-safe libc calls.
-        let _ = unsafe { sigaction(s, &action) };
-    }
 }

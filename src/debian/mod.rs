@@ -2,6 +2,8 @@
 //! exact versions (`resolve`), finding mirrors in the host's apt configuration
 //! (`sources`), and reading `.deb` files (`deb`).
 
+#![forbid(unsafe_code)]
+
 pub mod deb;
 pub mod resolve;
 pub mod sources;

@@ -3,6 +3,8 @@
 //! layouts and archives (`oci`) and as appc ACIs (`aci`); untrusted layouts are
 //! read by digest (`layout`).
 
+#![forbid(unsafe_code)]
+
 pub mod aci;
 pub mod build;
 pub mod inspect;

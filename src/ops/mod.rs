@@ -1,5 +1,7 @@
 //! Operations behind the commands, usable without the CLI.
 
+#![forbid(unsafe_code)]
+
 pub mod cache;
 pub mod check;
 pub mod debian;

@@ -3,6 +3,8 @@
 //!
 //! Everything here is byte-compatible with Nix 2.8 for the store directory `/store`.
 
+#![forbid(unsafe_code)]
+
 pub mod content_address;
 pub mod derivation;
 pub mod hash;

@@ -521,7 +521,7 @@ mod tests {
         let own = spec.join(FILE_NAME);
         std::fs::write(&own, "caches: [{url: https://evil.example}]\n").unwrap();
         std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o666)).unwrap();
-        let trust = Trust::new(unsafe { libc::geteuid() }, []);
+        let trust = Trust::new(nix::unistd::geteuid().as_raw(), []);
         let d = find_config_in(&spec, None, None, &trust).unwrap();
         assert_eq!(d.file.unwrap().path, parent);
         assert_eq!(d.ignored.len(), 1);
@@ -532,7 +532,7 @@ mod tests {
             d.ignored[0]
         );
         // Named in BUILDIT_TRUSTED_CONFIG, it is used as it is.
-        let trust = Trust::new(unsafe { libc::geteuid() }, [own.clone()]);
+        let trust = Trust::new(nix::unistd::geteuid().as_raw(), [own.clone()]);
         let d = find_config_in(&spec, None, None, &trust).unwrap();
         assert_eq!(d.file.unwrap().path, own);
         assert!(d.ignored.is_empty());

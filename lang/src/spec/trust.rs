@@ -115,8 +115,7 @@ pub struct Trust {
 impl Trust {
     /// The invoking user (effective uid) and `$BUILDIT_TRUSTED_CONFIG`.
     pub fn from_env() -> Trust {
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let euid = unsafe { libc::geteuid() };
+        let euid = nix::unistd::geteuid().as_raw();
         let list = std::env::var_os(TRUST_ENV).unwrap_or_default();
         Trust::new(euid, std::env::split_paths(&list))
     }
@@ -278,8 +277,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     fn me() -> u32 {
-        // SAFETY: no preconditions.
-        unsafe { libc::geteuid() }
+        nix::unistd::geteuid().as_raw()
     }
 
     fn chmod(p: &Path, mode: u32) {
