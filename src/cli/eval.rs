@@ -25,18 +25,23 @@ pub fn exec(global: &Global, args: Args) -> CliResult<()> {
     let loaded = spec::load(&args.dir)?;
     let store = global.open_store()?;
     let plan = spec::eval(&loaded, &store)?;
+    // One planned image per image step, in order.
     let images: Vec<_> = loaded
         .steps
         .iter()
         .filter_map(|s| match s {
-            Step::Image(i) => Some(json!({
-                "type": match i.format { ImageFormat::Aci => "aci", ImageFormat::Oci => "oci" },
-                "name": i.name.as_ref().map(|n| n.value.clone())
-                    .or_else(|| i.manifest.as_ref().and_then(|m| m["name"].as_str().map(String::from))),
-                "manifest": i.manifest,
-            })),
+            Step::Image(i) => Some(i),
             _ => None,
         })
+        .zip(&plan.images)
+        .map(|(i, planned)| json!({
+            "type": match i.format { ImageFormat::Aci => "aci", ImageFormat::Oci => "oci" },
+            "name": i.name.as_ref().map(|n| n.value.clone())
+                .or_else(|| i.manifest.as_ref().and_then(|m| m["name"].as_str().map(String::from))),
+            "manifest": i.manifest,
+            "drv": planned.drv.to_string(),
+            "out": planned.out.to_string(),
+        }))
         .collect();
     let syncs: Vec<_> = loaded
         .syncs()
