@@ -2,7 +2,8 @@
 # Install what tests the binary-cache transports against real servers (sourced or run):
 # moto, an S3-compatible server, from PyPI into a venv at target/tools/venv (kept
 # across runs), giving target/tools/venv/bin/moto_server. Quick when all is there.
-# The S3 tests (src/cache/s3.rs) find it there and skip, saying so, without it.
+# The S3 tests (src/cache/s3.rs, tests/cache.rs) find it there; without it they skip,
+# saying so, and fail under CI.
 
 MOTO_VERSION=5.2.5
 

@@ -22,6 +22,16 @@ apt_install() {
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+# report_skips LOG WHO: list the `SKIPPED: <test>: <reason>` lines that tests wrote
+# into LOG (tests/common/skip.rs; under CI a missing prerequisite fails instead), and
+# how many.
+report_skips() {
+    local n
+    n=$(grep -c 'SKIPPED: ' "$1" || true)
+    echo "== skipped tests ($2): $n"
+    grep -o 'SKIPPED: .*' "$1" | sed 's/^SKIPPED: /   /' || true
+}
+
 # release_buildit: build the release binary and set $bi to its absolute path.
 release_buildit() {
     need_cargo

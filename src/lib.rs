@@ -19,3 +19,9 @@ pub mod io_util;
 pub mod ops;
 #[allow(unsafe_code)]
 pub mod sandbox;
+
+/// How a unit test skips when a tool or service is missing (a failure under CI):
+/// the same file as the integration tests' `common::skip`.
+#[cfg(test)]
+#[path = "../tests/common/skip.rs"]
+pub(crate) mod test_skip;

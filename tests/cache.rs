@@ -215,8 +215,7 @@ fn nix(dir: &Path) -> impl Fn(&[&str]) -> std::process::Output + '_ {
 
 #[test]
 fn nix_reads_a_buildit_cache_and_buildit_reads_a_nix_cache() {
-    if Command::new("nix").arg("--version").output().is_err() {
-        eprintln!("SKIPPED: nix is not installed (scripts/test.sh installs nix-bin)");
+    if common::skip::require_tool("nix", "scripts/test.sh installs nix-bin").is_none() {
         return;
     }
     let t = tempfile::tempdir().unwrap();
@@ -576,10 +575,11 @@ struct Moto {
 }
 
 impl Moto {
+    /// A running moto, or `None` after `skip` says why (a failure under CI).
     fn start(bucket: &str) -> Option<Moto> {
-        let exe = repo().join("target/tools/venv/bin/moto_server");
+        let exe = common::skip::tools_dir().join("venv/bin/moto_server");
         if !exe.is_file() {
-            eprintln!("SKIPPED: moto_server not installed (scripts/cache-tools.sh installs it)");
+            common::skip::skip("moto_server is not installed (scripts/cache-tools.sh installs it)");
             return None;
         }
         let port = TcpListener::bind("127.0.0.1:0")

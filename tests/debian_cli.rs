@@ -1,8 +1,8 @@
 //! `buildit debian resolve|show|lock` end to end, checked against the host's apt.
 //!
 //! Tests that need apt's package lists run `apt-get update` once when there are none
-//! (as root, as in CI); without lists (and without root to fetch them) they print why
-//! and skip.
+//! (as root, as in CI); without lists (and without root to fetch them) they skip,
+//! saying why, and fail under CI (`common::skip`).
 
 mod common;
 
@@ -15,7 +15,7 @@ use common::Env;
 use serde_json::Value;
 
 /// Whether apt has `Packages` lists here (after one `apt-get update` if it had none
-/// and we are root). Prints the reason when not.
+/// and we are root). Skips, saying why, when not.
 fn apt_lists() -> bool {
     static READY: OnceLock<Result<(), String>> = OnceLock::new();
     let ready = READY.get_or_init(|| {
@@ -56,7 +56,7 @@ fn apt_lists() -> bool {
     match ready {
         Ok(()) => true,
         Err(why) => {
-            eprintln!("SKIPPED: {why}");
+            common::skip::skip(why);
             false
         }
     }
@@ -305,8 +305,7 @@ fn lock_follows_requested_versions() {
             (name, older, newest)
         });
     let Some((name, older, newest)) = found else {
-        eprintln!("SKIPPED: no package of hello's closure has two versions in these lists");
-        return;
+        return common::skip::skip("no package of hello's closure has two versions in these lists");
     };
     let lock_path = env.path("buildit.lock");
     let lock = lock_path.to_str().unwrap();
@@ -315,8 +314,7 @@ fn lock_follows_requested_versions() {
         // The older version may need dependencies that are gone: apt says so.
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(&name), "{err}");
-        eprintln!("SKIPPED: {name}={older} is not installable here:\n{err}");
-        return;
+        return common::skip::skip(format!("{name}={older} is not installable here:\n{err}"));
     }
     assert_eq!(
         LockFile::load(&lock_path).unwrap().debian[&name].version,
@@ -421,8 +419,7 @@ fn unsatisfiable_requests_show_apts_explanation() {
     // hello and hello-traditional conflict with each other.
     let traditional = apt_cache(&["show", "hello-traditional"]);
     if !traditional.contains("Conflicts: hello") && !traditional.contains("Breaks: hello") {
-        eprintln!("SKIPPED: no hello-traditional conflicting with hello in these lists");
-        return;
+        return common::skip::skip("no hello-traditional conflicting with hello in these lists");
     }
     let err = fails(&env, &["debian", "resolve", "hello", "hello-traditional"]);
     assert!(

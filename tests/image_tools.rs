@@ -1,7 +1,8 @@
 //! Self-test of the image-checking harness (`tests/common/images.rs`) on images
 //! made without buildit: an OCI image built with umoci around a static C program,
-//! variants of it edited by hand, and an ACI tarred by hand. Each part prints
-//! SKIPPED when its tool is missing (`scripts/image-tools.sh` installs them all).
+//! variants of it edited by hand, and an ACI tarred by hand. Each part skips, saying
+//! so, when its tool is missing, and fails under CI (`scripts/image-tools.sh`
+//! installs them all).
 
 mod common;
 
@@ -62,12 +63,10 @@ fn step<T>(what: &str, f: impl FnOnce() -> T) -> T {
     r
 }
 
-/// The static program, compiled into DIR, or None (printed) without gcc or libc.a.
+/// The static program, compiled into DIR, or `None` after `skip` (a failure under
+/// CI) without gcc or libc.a.
 fn static_hello(dir: &Path) -> Option<PathBuf> {
-    let Some(gcc) = images::tool("gcc") else {
-        images::skipped("gcc is not installed (scripts/test.sh installs it)");
-        return None;
-    };
+    let gcc = common::skip::require_tool("gcc", "scripts/test.sh installs it")?;
     let src = dir.join("hello.c");
     let bin = dir.join("hello");
     fs::write(&src, HELLO_C).unwrap();
@@ -78,7 +77,7 @@ fn static_hello(dir: &Path) -> Option<PathBuf> {
         .output()
         .unwrap();
     if !out.status.success() {
-        images::skipped(&format!(
+        common::skip::skip(format!(
             "no static C program (libc6-dev gives libc.a): {}",
             String::from_utf8_lossy(&out.stderr)
         ));
@@ -418,4 +417,39 @@ fn diffoscope_compares_trees() {
     .unwrap();
     let e = images::diffoscope(&t.path().join("a"), &t.path().join("c")).unwrap_err();
     assert!(e.contains("changed"), "{e}");
+}
+
+/// A probe that `skips_fail_under_ci_and_show_elsewhere` runs in a child process.
+#[test]
+#[ignore = "run by skips_fail_under_ci_and_show_elsewhere"]
+fn skip_probe() {
+    common::skip::skip("the probe's reason");
+}
+
+/// The skip helper (`tests/common/skip.rs`) itself: a skip fails the test under CI,
+/// and elsewhere shows on stderr although the harness captures a passing test's
+/// output.
+#[test]
+fn skips_fail_under_ci_and_show_elsewhere() {
+    let probe = |ci: Option<&str>| {
+        let mut c = Command::new(std::env::current_exe().unwrap());
+        c.args(["--exact", "skip_probe", "--ignored", "--test-threads=1"]);
+        match ci {
+            Some(v) => c.env("CI", v),
+            None => c.env_remove("CI"),
+        };
+        c.output().unwrap()
+    };
+    for ci in [None, Some("")] {
+        let out = probe(ci);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "CI={ci:?}: {out:?}");
+        let line = "SKIPPED: skip_probe: the probe's reason\n";
+        assert!(stderr.contains(line), "CI={ci:?}: {stderr}");
+    }
+    let out = probe(Some("true"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(stdout.contains("the probe's reason"), "{stdout}");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("SKIPPED"));
 }

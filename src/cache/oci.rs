@@ -457,16 +457,12 @@ mod tests {
     }
 
     impl Registry {
+        /// A running registry, or `None` after `skip` says why (a failure under CI).
         fn start() -> Option<Registry> {
-            let path = std::env::var_os("PATH").unwrap_or_default();
-            let Some(bin) = std::env::split_paths(&path)
-                .map(|d| d.join("docker-registry"))
-                .find(|p| p.is_file())
-            else {
-                println!("SKIPPED: docker-registry not installed");
-                eprintln!("SKIPPED: docker-registry not installed");
-                return None;
-            };
+            let bin = crate::test_skip::require_tool(
+                "docker-registry",
+                "scripts/image-tools.sh installs it",
+            )?;
             let dir = tempfile::tempdir().unwrap();
             let storage = dir.path().join("storage");
             fs::create_dir(&storage).unwrap();

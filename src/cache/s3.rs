@@ -435,7 +435,7 @@ impl<F, C> Drop for ChunkReader<F, C> {
 mod tests {
     use super::*;
     use crate::cache::testing::{noise, read_all};
-    use std::io::Write;
+    use crate::test_skip as skip;
     use std::net::{TcpListener, TcpStream};
     use std::path::PathBuf;
     use std::process::{Child, Command, Stdio};
@@ -558,15 +558,10 @@ mod tests {
     }
 
     fn moto_server() -> Option<PathBuf> {
-        let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/tools/venv/bin/moto_server");
-        if venv.is_file() {
-            return Some(venv);
-        }
-        std::env::var_os("PATH").and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|d| d.join("moto_server"))
-                .find(|p| p.is_file())
-        })
+        let venv = skip::tools_dir().join("venv/bin/moto_server");
+        venv.is_file()
+            .then_some(venv)
+            .or_else(|| skip::tool("moto_server"))
     }
 
     fn free_port() -> u16 {
@@ -577,16 +572,13 @@ mod tests {
             .port()
     }
 
-    /// Start moto with bucket `bucket`, or print why the test is skipped.
+    /// Start moto with bucket `bucket`, or `None` after `skip` says why (a failure
+    /// under CI).
     fn start_moto(bucket: &str) -> Option<Moto> {
-        let Some(exe) = moto_server() else {
-            // Also straight to stderr, which the harness does not capture, so that
-            // a skip shows in a normal run.
-            let line = "SKIPPED: moto_server not installed (scripts/cache-tools.sh installs it)";
-            println!("{line}");
-            let _ = writeln!(io::stderr(), "{line}");
-            return None;
-        };
+        let exe = skip::or_skip(
+            moto_server(),
+            "moto_server is not installed (scripts/cache-tools.sh installs it)",
+        )?;
         // Another process may take the port between our probe and moto's bind:
         // try a few.
         for _ in 0..5 {

@@ -578,10 +578,12 @@ impl Read for SshReader {
     }
 }
 
-/// The same private sshd the end-to-end tests use.
+/// The same private sshd the end-to-end tests use (it skips through `skip`).
 #[cfg(test)]
 #[path = "../../tests/common/sshd.rs"]
 mod test_sshd;
+#[cfg(test)]
+use crate::test_skip as skip;
 
 #[cfg(test)]
 mod tests {
@@ -589,7 +591,6 @@ mod tests {
     use crate::cache::testing::{noise, read_all};
     use std::fs;
     use std::net::TcpListener;
-    use std::process::Command;
     use std::time::Instant;
 
     #[test]
@@ -736,8 +737,7 @@ mod tests {
     #[test]
     fn connection_errors_name_the_url() {
         // Needs only the ssh client; nothing listens on a port just released.
-        if Command::new("ssh").arg("-V").output().is_err() {
-            println!("SKIPPED: ssh not installed");
+        if skip::require_tool("ssh", "scripts/test.sh installs openssh-client").is_none() {
             return;
         }
         let port = TcpListener::bind("127.0.0.1:0")

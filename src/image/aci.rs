@@ -1754,24 +1754,10 @@ mod tests {
         assert!(!dest.exists());
     }
 
-    fn actool() -> Option<PathBuf> {
-        let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/tools/actool");
-        if built.is_file() {
-            return Some(built);
-        }
-        std::env::var_os("PATH").and_then(|p| {
-            std::env::split_paths(&p)
-                .map(|d| d.join("actool"))
-                .find(|p| p.is_file())
-        })
-    }
-
     #[test]
     fn actool_validates_written_images() {
-        let Some(actool) = actool() else {
-            println!("SKIPPED: actool not built (scripts/image-tools.sh builds it)");
-            return;
-        };
+        let actool = crate::test_skip::require_tool("actool", "scripts/image-tools.sh builds it");
+        let Some(actool) = actool else { return };
         let f = fixture();
         let manifest = serde_json::to_vec_pretty(&valid()).unwrap();
         for c in [AciCompression::Gzip, AciCompression::Xz] {

@@ -2,9 +2,12 @@
 //! trees and random derivations, compared byte for byte with what Nix produces for
 //! store dir `/store`.
 //!
-//! Without `nix-store` on the PATH these tests fail, unless `BUILDIT_SKIP_NIX_ORACLE=1`
-//! says to skip them, in which case they print that they were skipped: they never pass
-//! silently. `scripts/test.sh` installs `nix-bin`, so CI always runs them.
+//! Without `nix-store` on the PATH these tests skip, saying so, and under CI they fail
+//! (`tests/common/skip.rs`): they never pass silently. `scripts/test.sh` installs
+//! `nix-bin`, so CI always runs them.
+
+#[path = "../../tests/common/skip.rs"]
+mod skip;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::{symlink, PermissionsExt};
@@ -23,20 +26,9 @@ pub struct Oracle {
 }
 
 impl Oracle {
-    /// `None` (after saying so) when Nix is absent and skipping was asked for.
+    /// `None` after `skip` says why (a failure under CI) when Nix is absent.
     pub fn new() -> Option<Oracle> {
-        let have_nix = Command::new("nix-store").arg("--version").output().is_ok();
-        if !have_nix {
-            if std::env::var_os("BUILDIT_SKIP_NIX_ORACLE").is_some_and(|v| v == "1") {
-                println!("SKIPPED: nix-store is not installed (BUILDIT_SKIP_NIX_ORACLE=1)");
-                eprintln!("SKIPPED: nix-store is not installed (BUILDIT_SKIP_NIX_ORACLE=1)");
-                return None;
-            }
-            panic!(
-                "nix-store is not installed: install Debian's nix-bin (scripts/test.sh does), \
-                 or set BUILDIT_SKIP_NIX_ORACLE=1 to skip the Nix oracle tests"
-            );
-        }
+        skip::require_tool("nix-store", "scripts/test.sh installs nix-bin")?;
         let dir = tempfile::tempdir().unwrap();
         let b = dir.path();
         std::fs::create_dir_all(b.join("etc")).unwrap();
@@ -1253,9 +1245,9 @@ fn random_derivations_match_nix() {
     }
 }
 
-/// The oracle is really there when required: a test that cannot silently pass.
+/// The oracle is really there, or the run says it is not (and CI fails).
 #[test]
-fn oracle_is_available_or_explicitly_skipped() {
+fn oracle_is_available_or_the_skip_is_visible() {
     if let Some(o) = Oracle::new() {
         let v = o.run_str("nix-store", &["--version".as_ref()]);
         assert!(v.contains("2."), "{v}");

@@ -3,10 +3,11 @@
 //! `docker-registry`, `podman`, `runc` and `diffoscope`. `scripts/image-tools.sh`
 //! installs them all (actool is built into `target/tools/`).
 //!
-//! A test whose tool is missing must say so and stop, never pass silently:
+//! A test whose tool is missing must say so and stop, never pass silently (and
+//! under CI it fails: see `skip.rs`):
 //!
 //! ```ignore
-//! require_tool!("umoci", "oci-image-tool");          // prints SKIPPED and returns
+//! require_tool!("umoci", "oci-image-tool");          // skips and returns
 //! let Some(podman) = Podman::require() else { return };
 //! let Some(registry) = Registry::require() else { return };
 //! ```
@@ -61,55 +62,22 @@ pub const TIMEOUT: Duration = Duration::from_secs(180);
 /// The OCI annotation that names a manifest in an image layout's index.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
-/// Where `scripts/image-tools.sh` puts the tools it builds.
-pub fn tools_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/tools")
-}
+pub use super::skip::tool;
 
-fn executable(p: &Path) -> bool {
-    fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
+const WHERE_FROM: &str = "scripts/image-tools.sh installs it";
 
-/// Tool NAME: `target/tools/NAME`, else on PATH, else in an `sbin` directory
-/// (Debian puts runc in /usr/sbin, which an unprivileged user's PATH lacks).
-pub fn tool(name: &str) -> Option<PathBuf> {
-    let built = tools_dir().join(name);
-    if executable(&built) {
-        return Some(built);
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/local/sbin", "/usr/sbin", "/sbin"].map(PathBuf::from))
-        .map(|d| d.join(name))
-        .find(|p| executable(p))
-}
-
-/// Print `SKIPPED: WHY` where it shows even when the test harness captures output
-/// (and in the captured output too, for a test that fails later).
-pub fn skipped(why: &str) {
-    let line = format!("SKIPPED: {why}");
-    println!("{line}");
-    let _ = writeln!(std::io::stderr(), "{line}");
-}
-
-/// Tool NAME, or `None` after printing why the test skips.
+/// Tool NAME, or `None` after [`super::skip::skip`] says why (a failure under CI).
 pub fn require(name: &str) -> Option<PathBuf> {
-    let t = tool(name);
-    if t.is_none() {
-        skipped(&format!(
-            "{name} is not installed (scripts/image-tools.sh installs it)"
-        ));
-    }
-    t
+    super::skip::require_tool(name, WHERE_FROM)
 }
 
-/// Whether all of NAMES are there; prints a skip line for the first one missing.
+/// Whether all of NAMES are there; skips for the first one missing.
 pub fn require_all(names: &[&str]) -> bool {
     names.iter().all(|n| require(n).is_some())
 }
 
-/// `require_tool!("umoci", "skopeo");` returns from the test, after printing
-/// `SKIPPED: …`, when one of the tools is missing.
+/// `require_tool!("umoci", "skopeo");` returns from the test, after
+/// [`super::skip::skip`] (a failure under CI), when one of the tools is missing.
 #[macro_export]
 macro_rules! require_tool {
     ($($name:expr),+ $(,)?) => {
@@ -120,8 +88,7 @@ macro_rules! require_tool {
 }
 
 fn need(name: &str) -> Result<PathBuf, String> {
-    tool(name)
-        .ok_or_else(|| format!("{name} is not installed (scripts/image-tools.sh installs it)"))
+    tool(name).ok_or_else(|| format!("{name} is not installed ({WHERE_FROM})"))
 }
 
 fn rootless() -> bool {

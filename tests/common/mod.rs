@@ -4,6 +4,7 @@
 pub mod build;
 pub mod https;
 pub mod images;
+pub mod skip;
 pub mod sshd;
 
 use std::path::{Path, PathBuf};

@@ -41,12 +41,12 @@ pub struct Sshd {
 }
 
 impl Sshd {
+    /// A running sshd, or `None` after `skip` says why (a failure under CI).
     pub fn start() -> Option<Sshd> {
-        let Some(sshd) = find_sshd() else {
-            println!("SKIPPED: sshd not installed");
-            eprintln!("SKIPPED: sshd not installed");
-            return None;
-        };
+        let sshd = super::skip::or_skip(
+            find_sshd(),
+            "sshd is not installed (scripts/test.sh installs openssh-server)",
+        )?;
         let root = nix::unistd::geteuid().is_root();
         if root && !Path::new("/run/sshd").is_dir() {
             // Its privilege separation directory, which the service's unit
