@@ -985,6 +985,7 @@ fn push_components(pending: &mut Vec<OsString>, path: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_skip::{require_tool, skip};
     use std::os::unix::fs::symlink;
     use std::process::Command;
 
@@ -1198,8 +1199,8 @@ mod tests {
         deps: ElfDeps,
     }
 
-    /// Builds the demo library and program, or `None` (the test is skipped) if
-    /// there is no C compiler.
+    /// Builds the demo library and program, or `None` after `skip` (a failure under
+    /// CI) if there is no C compiler.
     fn demo() -> Option<Demo> {
         let dir = tempfile::tempdir().unwrap();
         put(dir.path(), "demo.c", b"int demo(void) { return 42; }\n");
@@ -1220,7 +1221,7 @@ mod tests {
             ],
         );
         if built.is_none() {
-            eprintln!("no C compiler: skipped");
+            skip("no C compiler (scripts/test.sh installs gcc)");
             return None;
         }
         assert_eq!(built, Some(true));
@@ -1457,8 +1458,7 @@ mod tests {
         let dir = d.dir.path();
         put(dir, "static.c", b"int main(void) { return 0; }\n");
         if cc(dir, &["-static", "-o", "static", "static.c"]) != Some(true) {
-            eprintln!("no static C library: skipped");
-            return;
+            return skip("no static C library (scripts/test.sh installs libc6-dev)");
         }
         let deps = read_elf_deps(&dir.join("static")).unwrap().unwrap();
         assert_eq!(deps.interpreter, None);
@@ -1516,32 +1516,119 @@ mod tests {
         assert_eq!(check_needed(&out, &[], &[]).unwrap(), vec![]);
     }
 
-    #[test]
-    fn needed_names_match_readelf() {
-        let Some(d) = demo() else { return };
-        for path in [Path::new("/bin/ls"), &d.exe, &d.lib] {
-            let Ok(Some(deps)) = read_elf_deps(path) else {
-                eprintln!("{} is not an ELF file here: skipped", path.display());
-                continue;
+    /// What two independent readers make of the ELF file at PATH: binutils'
+    /// `readelf` (class, byte order, `PT_INTERP`, and `DT_NEEDED`, `DT_RUNPATH`,
+    /// `DT_RPATH` through the string table) and the `object` crate (class, byte
+    /// order, `e_machine`, `PT_INTERP`), which must agree where they overlap.
+    /// `None` after `skip` without readelf.
+    fn oracle_deps(path: &Path) -> Option<ElfDeps> {
+        use object::read::elf::{FileHeader, ProgramHeader};
+        use object::Endian;
+        fn by_object<H: FileHeader<Endian = object::Endianness>>(
+            data: &[u8],
+        ) -> (ElfAbi, Option<OsString>) {
+            let h = H::parse(data).unwrap();
+            let e = h.endian().unwrap();
+            let interpreter = h
+                .program_headers(e, data)
+                .unwrap()
+                .iter()
+                .find_map(|p| p.interpreter(e, data).unwrap())
+                .map(|i| OsString::from(std::str::from_utf8(i).unwrap()));
+            let abi = ElfAbi {
+                is64: h.is_type_64(),
+                big_endian: e.is_big_endian(),
+                machine: h.e_machine(e).0,
             };
-            let out = match Command::new("readelf").arg("-dW").arg(path).output() {
-                Ok(out) if out.status.success() => out,
-                _ => {
-                    eprintln!("no readelf: skipped");
-                    return;
-                }
-            };
-            let text = String::from_utf8(out.stdout).unwrap();
-            let want: Vec<OsString> = text
-                .lines()
-                .filter(|l| l.contains("(NEEDED)"))
-                .map(|l| {
-                    let name = l.split_once('[').unwrap().1.rsplit_once(']').unwrap().0;
-                    OsString::from(name)
-                })
-                .collect();
-            assert_eq!(deps.needed, want, "{}", path.display());
+            (abi, interpreter)
         }
+        let readelf = require_tool("readelf", "binutils: scripts/test.sh installs it")?;
+        let data = fs::read(path).unwrap();
+        use object::elf::{FileHeader32, FileHeader64};
+        use object::{Endianness, FileKind};
+        let (abi, interpreter) = match FileKind::parse(&data[..]) {
+            Ok(FileKind::Elf32) => by_object::<FileHeader32<Endianness>>(&data),
+            Ok(FileKind::Elf64) => by_object::<FileHeader64<Endianness>>(&data),
+            other => panic!("{}: object reads {other:?}", path.display()),
+        };
+        let out = Command::new(readelf)
+            .arg("-hldW")
+            .arg(path)
+            .output()
+            .unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        let complaints = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && complaints.is_empty(),
+            "{complaints}"
+        );
+        let field = |name: &str| {
+            let line = text.lines().find(|l| l.trim_start().starts_with(name));
+            line.unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+                .to_string()
+        };
+        let bracketed = |l: &str| {
+            let inner = l.split_once('[').unwrap().1.rsplit_once(']').unwrap().0;
+            OsString::from(inner)
+        };
+        assert_eq!(field("Class:").ends_with("ELF64"), abi.is64, "{text}");
+        assert_eq!(
+            field("Data:").ends_with("big endian"),
+            abi.big_endian,
+            "{text}"
+        );
+        let dynamic = |tag: &str| -> Vec<OsString> {
+            let tag = format!("({tag})");
+            let lines = text.lines().filter(|l| l.contains(&tag));
+            lines.map(bracketed).collect()
+        };
+        let requested = text.lines().find(|l| l.contains("program interpreter:"));
+        let readelf_interpreter = requested.map(|l| {
+            let inner = bracketed(l);
+            let i = inner.to_str().unwrap();
+            OsString::from(i.strip_prefix("Requesting program interpreter: ").unwrap())
+        });
+        assert_eq!(readelf_interpreter, interpreter, "{text}");
+        Some(ElfDeps {
+            abi,
+            interpreter,
+            needed: dynamic("NEEDED"),
+            runpath: dynamic("RUNPATH").pop(),
+            rpath: dynamic("RPATH").pop(),
+        })
+    }
+
+    /// Real files made by the C compiler and the system's `ls`: all that the
+    /// reader finds is what readelf and the `object` crate find.
+    #[test]
+    fn real_files_match_readelf_and_object() {
+        let Some(d) = demo() else { return };
+        let dir = d.dir.path();
+        // A search path of each kind.
+        for (name, dtags) in [
+            ("rpath", "--disable-new-dtags"),
+            ("runpath", "--enable-new-dtags"),
+        ] {
+            let link = format!("-Wl,{dtags},-rpath,$ORIGIN/../lib:/opt/x");
+            let args = ["-o", name, "main.c", "./libdemo.so.1", link.as_str()];
+            assert_eq!(cc(dir, &args), Some(true));
+        }
+        let (rpath, runpath) = (dir.join("rpath"), dir.join("runpath"));
+        let ls = Path::new("/bin/ls");
+        let ls_is_elf = fs::read(ls).is_ok_and(|b| b.starts_with(ELF_MAGIC));
+        if !ls_is_elf {
+            skip("/bin/ls is not an ELF file here");
+        }
+        let paths = [ls, &d.exe, &d.lib, &rpath, &runpath];
+        for path in paths.into_iter().filter(|p| *p != ls || ls_is_elf) {
+            let ours = read_elf_deps(path).unwrap().expect("an ELF file");
+            let Some(theirs) = oracle_deps(path) else {
+                return;
+            };
+            assert_eq!(ours, theirs, "{}", path.display());
+        }
+        let deps = |p: &Path| read_elf_deps(p).unwrap().unwrap();
+        assert!(deps(&rpath).rpath.is_some() && deps(&runpath).runpath.is_some());
     }
 
     // --- synthetic ELF files: the other classes and byte orders ---
@@ -1569,14 +1656,15 @@ mod tests {
             }
         }
 
-        /// Header, three program headers (PT_LOAD of the whole file at a base
-        /// address, PT_INTERP, PT_DYNAMIC), the interpreter, the string table and
-        /// the dynamic section.
+        /// Header, program headers (PT_LOAD of the whole file at a base address,
+        /// PT_INTERP when there is an interpreter, PT_DYNAMIC), the interpreter,
+        /// the string table and the dynamic section.
         fn build(&self) -> Vec<u8> {
             const BASE: u64 = 0x40_0000;
             let word = if self.is64 { 8 } else { 4 };
             let (ehsize, phentsize) = if self.is64 { (64, 56) } else { (52, 32) };
-            let interp_off = ehsize + 3 * phentsize;
+            let phnum = if self.interp.is_some() { 3 } else { 2 };
+            let interp_off = ehsize + phnum * phentsize;
             let interp = self.interp.map(|i| format!("{i}\0")).unwrap_or_default();
             let strtab_off = interp_off + interp.len();
             let mut strtab = vec![0u8];
@@ -1622,7 +1710,7 @@ mod tests {
             put(&mut b, 0, 4); // e_flags
             put(&mut b, ehsize as u64, 2);
             put(&mut b, phentsize as u64, 2);
-            put(&mut b, 3, 2); // e_phnum
+            put(&mut b, phnum as u64, 2); // e_phnum
             put(&mut b, 0, 6); // e_shentsize, e_shnum, e_shstrndx
             assert_eq!(b.len(), ehsize);
             let phdrs = [
@@ -1630,6 +1718,7 @@ mod tests {
                 (PT_INTERP, interp_off as u64, interp.len() as u64),
                 (PT_DYNAMIC, dyn_off as u64, dyn_len as u64),
             ];
+            let phdrs = phdrs.into_iter().filter(|p| p.0 != PT_INTERP || phnum == 3);
             for (kind, offset, size) in phdrs {
                 put(&mut b, u64::from(kind), 4);
                 if self.is64 {
@@ -1656,13 +1745,18 @@ mod tests {
         }
     }
 
+    /// The four classes and byte orders, as written by `Synth` and as readelf and
+    /// the `object` crate read the same files: a `Synth` bug cannot hide a reader
+    /// bug of the same shape.
     #[test]
     fn synthetic_classes_and_byte_orders() {
         let dir = tempfile::tempdir().unwrap();
+        let mut written = Vec::new();
         for is64 in [false, true] {
             for big_endian in [false, true] {
                 let synth = Synth::new(is64, big_endian);
-                let path = put(dir.path(), "synth", &synth.build());
+                let name = format!("synth-{}-{}", if is64 { 64 } else { 32 }, big_endian);
+                let path = put(dir.path(), &name, &synth.build());
                 let deps = read_elf_deps(&path).unwrap().unwrap();
                 assert_eq!(
                     deps,
@@ -1679,7 +1773,22 @@ mod tests {
                     },
                     "64-bit: {is64}, big-endian: {big_endian}"
                 );
+                written.push((path, deps));
             }
+        }
+        // A library without interpreter or search path, 32-bit big-endian.
+        let lib = Synth {
+            interp: None,
+            runpath: None,
+            ..Synth::new(false, true)
+        };
+        let path = put(dir.path(), "synth-lib", &lib.build());
+        written.push((path.clone(), read_elf_deps(&path).unwrap().unwrap()));
+        for (path, ours) in written {
+            let Some(theirs) = oracle_deps(&path) else {
+                return;
+            };
+            assert_eq!(ours, theirs, "{}", path.display());
         }
     }
 

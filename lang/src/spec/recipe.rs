@@ -515,6 +515,11 @@ pub fn compare_versions(a: &str, b: &str) -> Ordering {
     a.cmp(b)
 }
 
+/// The workspace's one way for a test to skip (a failure under CI).
+#[cfg(test)]
+#[path = "../../../tests/common/skip.rs"]
+mod test_skip;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -573,6 +578,54 @@ mod tests {
                 "1.100.0"
             ]
         );
+    }
+
+    /// The order dpkg itself gives (`dpkg --compare-versions`) over versions of
+    /// every shape a recipe may write. A recipe's version is all upstream version
+    /// to dpkg: each is given with the Debian revision `-0`, so that a `-` in it
+    /// stays in the upstream part. Where dpkg calls two versions equal, ours orders
+    /// them by their text.
+    #[test]
+    fn versions_are_ordered_as_dpkg_orders_them() {
+        let Some(dpkg) = super::test_skip::require_tool("dpkg", "Debian's dpkg") else {
+            return;
+        };
+        let versions: Vec<&str> = "0 00 0.0 1 1.0 1.00 1.01 1.1 1.1a 1.1b 1.1A 1.1+b1 1.1+dfsg \
+            1.1~ 1.1~~ 1.1~rc1 1.1~rc2 1.1~beta 1.1.0 1.1-1 1.1-p1 1.1_1 1.1. 1.a 1a 1+ 1.2 \
+            1.9.0 1.10 1.22~rc1 1.22 1.22.1 1.22.1a 1.22.1-p1 1.100.0 2 10 007 7 20230101 \
+            3.0.0~git20230102+ds"
+            .split_whitespace()
+            .collect();
+        let dpkg_says = |a: &str, op: &str, b: &str| {
+            let st = std::process::Command::new(&dpkg)
+                .args([
+                    "--compare-versions",
+                    &format!("{a}-0"),
+                    op,
+                    &format!("{b}-0"),
+                ])
+                .stderr(std::process::Stdio::null())
+                .status()
+                .unwrap();
+            assert!(matches!(st.code(), Some(0 | 1)), "dpkg {a} {op} {b}: {st}");
+            st.success()
+        };
+        let mut checked = 0;
+        for (i, a) in versions.iter().enumerate() {
+            for b in &versions[i + 1..] {
+                let want = if dpkg_says(a, "lt", b) {
+                    Ordering::Less
+                } else if dpkg_says(a, "gt", b) {
+                    Ordering::Greater
+                } else {
+                    a.cmp(b)
+                };
+                assert_eq!(compare_versions(a, b), want, "{a} against {b}");
+                assert_eq!(compare_versions(b, a), want.reverse(), "{b} against {a}");
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, versions.len() * (versions.len() - 1) / 2);
     }
 
     #[test]
