@@ -652,7 +652,7 @@ fn killing_buildit_mid_build_kills_the_sandbox_and_a_rerun_builds() {
         &[Recipe::new(
             "rf-killed",
             "1",
-            &format!("echo sleeping\n{sleeper}"),
+            &format!("echo sleeping\n{sleeper}\necho woke"),
         )],
     );
     let pkg = package(&dir, "rf-killed-1");
@@ -679,9 +679,20 @@ fn killing_buildit_mid_build_kills_the_sandbox_and_a_rerun_builds() {
         let _ = child.wait();
         panic!("the build did not get to its sleep\n{}", what());
     }
+    // The kill interrupts work: the build is in its sleep (above), buildit has not
+    // exited, and the builder has not got to its last line.
+    assert!(child.try_wait().unwrap().is_none(), "{}", what());
+    let woke = || fs::read_to_string(&log).is_ok_and(|l| l.contains("woke"));
+    assert!(!woke(), "{}", what());
     let buildit_pid = child.id();
     child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9),
+        "{}",
+        what()
+    );
 
     // The sandbox dies with buildit: the sleep, and buildit's own helpers (which
     // have its command line, spec dir included).
@@ -696,6 +707,7 @@ fn killing_buildit_mid_build_kills_the_sandbox_and_a_rerun_builds() {
         what()
     );
     assert!(!is_valid(&pkg.out), "{}", what());
+    assert!(!woke(), "the build went on after the kill\n{}", what());
     assert_store_clean("killing buildit");
     // Opening the store cleaned up the killed process's temp trees.
     let stale: Vec<_> = fs::read_dir(shared_root().join("var/tmp"))

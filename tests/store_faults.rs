@@ -101,33 +101,85 @@ fn killed_at_each_step_of_the_protocol() {
     }
 }
 
+/// Whether the `store add` with PID is at work: from the moment it starts its temp
+/// tree (`var/tmp/add-PID-…` and its lock) until it has committed it and removed
+/// them, just before it exits.
+fn add_at_work(env: &Env, pid: u32) -> bool {
+    let prefix = format!("add-{pid}-");
+    std::fs::read_dir(env.root().join("var/tmp")).is_ok_and(|d| {
+        d.flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+    })
+}
+
+/// `store add TREE` started, once its temp tree is there.
+fn start_add(env: &Env, tree: &std::path::Path) -> Child {
+    let mut child = env
+        .cmd(&["store", "add", tree.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !add_at_work(env, child.id()) {
+        let exited = child.try_wait().unwrap();
+        assert!(
+            exited.is_none(),
+            "the add ended ({exited:?}) before it started work"
+        );
+        assert!(Instant::now() < deadline, "the add did not start work");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    child
+}
+
+/// Kills spread over the add's work, each one checked to interrupt it: the add is
+/// stopped (SIGSTOP) first, found at work (its temp tree there, not exited), and
+/// only then killed. A kill that would come after the add finished is tried again
+/// earlier.
 #[test]
 fn sigkill_at_random_moments() {
+    use nix::sys::signal::{kill, Signal};
+    use std::os::unix::process::ExitStatusExt;
     let env = Env::new();
     let tree = env.path("tree");
     big_tree(&tree);
-    // How long a whole add takes here, to spread the kills over it.
-    let t = Instant::now();
+    // How long an add works here (temp tree to exit), to spread the kills over it.
     let probe = Env::new();
-    probe.ok(&["store", "add", tree.to_str().unwrap()]);
-    let full = t.elapsed();
+    let mut child = start_add(&probe, &tree);
+    let t = Instant::now();
+    assert!(child.wait().unwrap().success());
+    let work = t.elapsed();
     let steps = 12u32;
+    let mut retried = 0;
     for i in 0..steps {
-        let env = Env::new();
-        let mut child: Child = env
-            .cmd(&["store", "add", tree.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(full * (i + 1) / steps);
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-        let _ = child.wait();
-        assert_consistent(&env, &tree);
+        let mut delay = work * i / steps;
+        loop {
+            let env = Env::new();
+            let mut child = start_add(&env, &tree);
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            std::thread::sleep(delay);
+            // Not reaped yet, so the pid is still this child's.
+            kill(pid, Signal::SIGSTOP).unwrap();
+            let at_work = child.try_wait().unwrap().is_none() && add_at_work(&env, child.id());
+            let _ = kill(pid, Signal::SIGKILL);
+            let status = child.wait().unwrap();
+            if at_work {
+                assert_eq!(status.signal(), Some(9), "kill {i}: {status}");
+                assert_consistent(&env, &tree);
+                break;
+            }
+            // The add was done before the stop: the machine is busier than
+            // when it was timed.
+            retried += 1;
+            assert!(
+                retried <= 2 * steps,
+                "the adds keep finishing before the kill"
+            );
+            delay /= 2;
+        }
     }
+    eprintln!("{steps} kills over {work:?} of work, {retried} tried again earlier");
 }
 
 #[test]
