@@ -7,9 +7,9 @@
 //! * a build root merges the trees of its locked closure and applies its fix-ups
 //!   (`builtin:buildroot`).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use buildit_store::derivation::{DerivationError, DerivationHasher};
+use buildit_store::derivation::DerivationError;
 use buildit_store::{Derivation, DerivationOutput, FileIngestion, Hash, HashAlgo, StorePath};
 
 use crate::buildroot::BuildRootDef;
@@ -45,27 +45,50 @@ pub fn store_name(s: &str) -> String {
 
 /// Derivations made by the front end, kept in the order they were added (inputs
 /// first), with their output paths filled in.
+///
+/// The set remembers each derivation's unmasked modulo hash (what replaces it where
+/// it is an input), so adding one costs the same whatever the size of its input
+/// closure: a chain of N packages is lowered in O(N), not O(N²).
 #[derive(Default)]
 pub struct DrvSet {
     drvs: BTreeMap<StorePath, Derivation>,
     order: Vec<StorePath>,
+    /// `hashDerivationModulo` (outputs not masked) of every derivation in the set.
+    modulo: HashMap<StorePath, Hash>,
 }
 
 impl DrvSet {
     /// Fill in `drv`'s outputs (its inputs must be in the set) and add it; returns its
     /// `.drv` path.
     pub fn add(&mut self, mut drv: Derivation) -> Result<StorePath, DerivationError> {
-        {
-            let drvs = &self.drvs;
-            let mut hasher = DerivationHasher::new(|p: &StorePath| {
-                drvs.get(p)
-                    .cloned()
-                    .ok_or_else(|| DerivationError::UnknownInput(p.clone()))
-            });
-            hasher.fill_output_paths(&mut drv)?;
+        // As `DerivationHasher` checks: every input is known and has the outputs used
+        // (a fixed-output derivation's inputs do not count).
+        if !drv.is_fixed_output() {
+            for (input, outputs) in &drv.input_drvs {
+                let known = self
+                    .drvs
+                    .get(input)
+                    .ok_or_else(|| DerivationError::UnknownInput(input.clone()))?;
+                if let Some(missing) = outputs.iter().find(|o| !known.outputs.contains_key(*o)) {
+                    return Err(DerivationError::MissingInputOutput {
+                        drv: input.clone(),
+                        output: missing.clone(),
+                    });
+                }
+            }
         }
+        let modulo = &self.modulo;
+        let input_hash = |p: &StorePath| {
+            modulo
+                .get(p)
+                .cloned()
+                .ok_or_else(|| DerivationError::UnknownInput(p.clone()))
+        };
+        drv.fill_output_paths(input_hash)?;
         let path = drv.drv_path()?;
         if !self.drvs.contains_key(&path) {
+            let hash = drv.hash_modulo(false, input_hash)?;
+            self.modulo.insert(path.clone(), hash);
             self.order.push(path.clone());
             self.drvs.insert(path.clone(), drv);
         }
@@ -298,6 +321,59 @@ mod tests {
         assert!(help
             .unwrap()
             .contains("buildit debian lock --build-root br.yaml"));
+    }
+
+    /// The set's remembered modulo hashes give the output paths a hasher that
+    /// reloads the whole closure gives; inputs not in the set are refused as before.
+    #[test]
+    fn remembered_hashes_match_a_fresh_hasher() {
+        use buildit_store::derivation::DerivationHasher;
+        let mut set = DrvSet::default();
+        let mut prev: Option<StorePath> = None;
+        for i in 0..300 {
+            let mut d = base_drv(&format!("link-{i}"), "/bin/sh");
+            if let Some(p) = &prev {
+                d.input_drvs
+                    .insert(p.clone(), BTreeSet::from(["out".into()]));
+                d.env
+                    .insert("prev".into(), set.out(p).unwrap().to_absolute());
+            }
+            d.outputs.insert("out".into(), DerivationOutput::Deferred);
+            prev = Some(set.add(d).unwrap());
+        }
+        assert_eq!(set.len(), 300);
+        let mut hasher = DerivationHasher::new(|p: &StorePath| {
+            set.get(p)
+                .cloned()
+                .ok_or_else(|| DerivationError::UnknownInput(p.clone()))
+        });
+        for (path, drv) in set.in_order() {
+            hasher.check_output_paths(drv).unwrap();
+            assert_eq!(&drv.drv_path().unwrap(), path);
+        }
+
+        let last = prev.unwrap();
+        let mut unknown = base_drv("x", "/bin/sh");
+        unknown
+            .outputs
+            .insert("out".into(), DerivationOutput::Deferred);
+        let mut missing_output = unknown.clone();
+        let elsewhere = StorePath::from_digest(&[0; 20], "elsewhere.drv").unwrap();
+        unknown
+            .input_drvs
+            .insert(elsewhere, BTreeSet::from(["out".into()]));
+        assert!(matches!(
+            set.add(unknown),
+            Err(DerivationError::UnknownInput(_))
+        ));
+        missing_output
+            .input_drvs
+            .insert(last, BTreeSet::from(["dev".into()]));
+        assert!(matches!(
+            set.add(missing_output),
+            Err(DerivationError::MissingInputOutput { .. })
+        ));
+        assert_eq!(set.len(), 300);
     }
 
     #[test]
