@@ -9,10 +9,16 @@
 //! [`AllowedRoots::resolve`]: a recipe or build-root file (or a directory on the way
 //! to it) that is a symlink out of the spec directory, the configuration's
 //! `allowed-dirs` and `recipe-paths`, and the shipped repository is refused.
+//!
+//! A repository remembers what it has read: each directory is listed and resolved
+//! once, and each reference is looked up once, so resolving a spec costs as much as
+//! the recipes it names, however many there are or however often each is named.
+//! (What changes on disk while a repository is in use is not seen.)
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::config::Config;
 use super::recipe::{check_recipe_ref, compare_versions, RecipeId};
@@ -32,6 +38,68 @@ pub struct Repository {
     reached: Vec<(PathBuf, PathBuf)>,
     /// Where recipe and build-root files may resolve.
     allowed: AllowedRoots,
+    /// What has been read so far.
+    memo: Memo,
+}
+
+/// An entry of a listed directory, by where it resolves.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Dir,
+    /// A file, or an entry that leads outside (listed as a file, so that looking
+    /// it up says where it leads).
+    File,
+    /// Missing, unreadable or a symlink loop: not listed.
+    Unusable,
+}
+
+/// A directory of one root, listed: names sorted, without dot files.
+type Listing = Arc<[(String, Kind)]>;
+
+#[derive(Default)]
+struct MemoData {
+    /// (root, directory below it) → where it resolves.
+    resolved: HashMap<(usize, PathBuf), Result<PathBuf, ResolveError>>,
+    /// (root, directory below it) → its entries.
+    listed: HashMap<(usize, PathBuf), Listing>,
+    /// The categories of all roots.
+    categories: Option<Arc<[String]>>,
+    /// Category → the recipe names of all roots, sorted.
+    names: HashMap<String, Arc<[String]>>,
+    /// Reference as written (trimmed) → what [`Repository::find`] said.
+    found: HashMap<String, Result<FoundRecipe, NotFound>>,
+}
+
+/// The repository's memory of its directories. It is not part of what a
+/// repository is: clones start afresh, and it is left out of comparisons.
+#[derive(Default)]
+struct Memo(Mutex<MemoData>);
+
+impl Memo {
+    fn get(&self) -> MutexGuard<'_, MemoData> {
+        // A panic while holding the lock cannot leave an entry half written.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Clone for Memo {
+    fn clone(&self) -> Memo {
+        Memo::default()
+    }
+}
+
+impl PartialEq for Memo {
+    fn eq(&self, _: &Memo) -> bool {
+        true
+    }
+}
+
+impl Eq for Memo {}
+
+impl fmt::Debug for Memo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Memo")
+    }
 }
 
 /// A recipe file found for a reference.
@@ -92,6 +160,7 @@ impl Repository {
             reached: roots.iter().map(|r| (r.clone(), PathBuf::new())).collect(),
             roots,
             allowed,
+            memo: Memo::default(),
         }
     }
 
@@ -119,38 +188,69 @@ impl Repository {
             roots,
             reached,
             allowed,
+            memo: Memo::default(),
         }
     }
 
-    /// Where `rel` below root `i` resolves.
+    /// Where `rel` below root `i` resolves (each `rel` resolved once).
     fn resolve(&self, i: usize, rel: &Path) -> Result<PathBuf, ResolveError> {
+        let key = (i, rel.to_path_buf());
+        if let Some(r) = self.memo.get().resolved.get(&key) {
+            return r.clone();
+        }
         let (base, below) = &self.reached[i];
-        self.allowed.resolve(base, &below.join(rel))
+        let r = self.allowed.resolve(base, &below.join(rel));
+        self.memo.get().resolved.insert(key, r.clone());
+        r
     }
 
-    /// Names in directory `rel` of root `i` (subdirectories or files as asked),
-    /// sorted, without dot files; a directory that is missing, unreadable or
-    /// resolves outside has none, and so has an entry that does.
-    fn entries(&self, i: usize, rel: &Path, dirs: bool) -> Vec<String> {
+    /// Directory `rel` of root `i`, listed once: each entry with where it resolves.
+    fn listing(&self, i: usize, rel: &Path) -> Listing {
+        let key = (i, rel.to_path_buf());
+        if let Some(l) = self.memo.get().listed.get(&key) {
+            return l.clone();
+        }
+        let listing: Listing = self.read_listing(i, rel).into();
+        self.memo.get().listed.insert(key, listing.clone());
+        listing
+    }
+
+    /// [`Self::listing`], read from disk: a directory that is missing, unreadable or
+    /// resolves outside has no entries.
+    fn read_listing(&self, i: usize, rel: &Path) -> Vec<(String, Kind)> {
         let Ok(dir) = self.resolve(i, rel) else {
             return Vec::new();
         };
         let Ok(rd) = std::fs::read_dir(&dir) else {
             return Vec::new();
         };
-        let mut out: Vec<String> = rd
+        let mut out: Vec<(String, Kind)> = rd
             .filter_map(Result::ok)
             .filter_map(|e| e.file_name().to_str().map(str::to_string))
             .filter(|n| !n.starts_with('.'))
-            .filter(|n| match self.allowed.resolve(&dir, Path::new(n)) {
-                Ok(p) => p.is_dir() == dirs,
-                // Listed as a file, so that looking it up says where it leads.
-                Err(ResolveError::Outside { .. }) => !dirs,
-                Err(_) => false,
+            .map(|n| {
+                let kind = match self.allowed.resolve(&dir, Path::new(&n)) {
+                    Ok(p) if p.is_dir() => Kind::Dir,
+                    Ok(_) | Err(ResolveError::Outside { .. }) => Kind::File,
+                    Err(_) => Kind::Unusable,
+                };
+                (n, kind)
             })
             .collect();
-        out.sort();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
         out
+    }
+
+    /// Names in directory `rel` of root `i` (subdirectories or files as asked),
+    /// sorted, without dot files; a directory that is missing, unreadable or
+    /// resolves outside has none, and so has an entry that does.
+    fn entries(&self, i: usize, rel: &Path, dirs: bool) -> Vec<String> {
+        let want = if dirs { Kind::Dir } else { Kind::File };
+        self.listing(i, rel)
+            .iter()
+            .filter(|(_, k)| *k == want)
+            .map(|(n, _)| n.clone())
+            .collect()
     }
 
     pub fn roots(&self) -> &[PathBuf] {
@@ -173,19 +273,42 @@ impl Repository {
 
     /// All categories of all roots.
     pub fn categories(&self) -> Vec<String> {
+        self.all_categories().to_vec()
+    }
+
+    /// [`Self::categories`], sorted, merged once.
+    fn all_categories(&self) -> Arc<[String]> {
+        if let Some(c) = &self.memo.get().categories {
+            return c.clone();
+        }
         let set: BTreeSet<String> = (0..self.roots.len())
             .flat_map(|i| self.entries(i, Path::new(""), true))
             .filter(|c| c != BUILD_ROOTS)
             .collect();
-        set.into_iter().collect()
+        let c: Arc<[String]> = set.into_iter().collect();
+        self.memo.get().categories = Some(c.clone());
+        c
     }
 
     /// The recipe names of a category.
     pub fn names(&self, category: &str) -> Vec<String> {
+        self.all_names(category).to_vec()
+    }
+
+    /// [`Self::names`], sorted, merged once per category.
+    fn all_names(&self, category: &str) -> Arc<[String]> {
+        if let Some(n) = self.memo.get().names.get(category) {
+            return n.clone();
+        }
         let set: BTreeSet<String> = (0..self.roots.len())
             .flat_map(|i| self.entries(i, Path::new(category), true))
             .collect();
-        set.into_iter().collect()
+        let n: Arc<[String]> = set.into_iter().collect();
+        self.memo
+            .get()
+            .names
+            .insert(category.to_string(), n.clone());
+        n
     }
 
     /// The versions of a recipe, oldest first, each with the file of the first root
@@ -263,6 +386,19 @@ impl Repository {
     /// The recipe for `CATEGORY/NAME-VERSION`, or the newest `CATEGORY/NAME`.
     pub fn find(&self, reference: &str) -> Result<FoundRecipe, NotFound> {
         let reference = reference.trim();
+        if let Some(r) = self.memo.get().found.get(reference) {
+            return r.clone();
+        }
+        let r = self.look_up(reference);
+        self.memo
+            .get()
+            .found
+            .insert(reference.to_string(), r.clone());
+        r
+    }
+
+    /// [`Self::find`] of a trimmed reference, not remembered.
+    fn look_up(&self, reference: &str) -> Result<FoundRecipe, NotFound> {
         if let Err(msg) = check_recipe_ref(reference) {
             return Err(NotFound {
                 message: msg,
@@ -275,8 +411,11 @@ impl Repository {
                 help: "e.g. www-servers/nginx-1.22.1".into(),
             });
         };
-        let categories = self.categories();
-        if !categories.iter().any(|c| c == category) {
+        let categories = self.all_categories();
+        if categories
+            .binary_search_by(|c| c.as_str().cmp(category))
+            .is_err()
+        {
             if let Some(e) = self.escaped(Path::new(category)) {
                 return Err(e);
             }
@@ -298,7 +437,7 @@ impl Repository {
                 help,
             });
         }
-        let names = self.names(category);
+        let names = self.all_names(category);
         // Where the name ends: the whole text, or before a '-' that starts a version.
         let mut splits: Vec<(&str, Option<&str>)> = vec![(rest, None)];
         for (i, _) in rest.match_indices('-') {
@@ -306,8 +445,8 @@ impl Repository {
                 splits.push((&rest[..i], Some(&rest[i + 1..])));
             }
         }
-        let Some(&(name, version)) = splits.iter().find(|(n, _)| names.iter().any(|x| x == n))
-        else {
+        let known = |n: &str| names.binary_search_by(|x| x.as_str().cmp(n)).is_ok();
+        let Some(&(name, version)) = splits.iter().find(|(n, _)| known(n)) else {
             for (n, _) in &splits {
                 if let Some(e) = self.escaped(&Path::new(category).join(n)) {
                     return Err(e);
