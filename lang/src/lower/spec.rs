@@ -81,7 +81,7 @@ struct Lowering<'a> {
     planned: Vec<PlannedPackage>,
 }
 
-impl Lowering<'_> {
+impl<'a> Lowering<'a> {
     fn fix(&self) -> String {
         format!(
             "run `buildit lock {}` to update {}",
@@ -136,13 +136,15 @@ impl Lowering<'_> {
         lower_package(&mut self.set, name, pkg).map_err(|e| p.loc.error(e, None))
     }
 
+    /// The `.drv` of recipe dependency `id` if it is lowered already, else its
+    /// package, to lower now (it is then in progress: meeting it again is a cycle).
     fn recipe_dep(
         &mut self,
         id: &RecipeId,
         from: &Located<Dependency>,
-    ) -> Result<StorePath, SpecError> {
+    ) -> Result<Next<'a>, SpecError> {
         if let Some(d) = self.recipes.get(id) {
-            return Ok(d.clone());
+            return Ok(Next::Lowered(d.clone()));
         }
         if !self.in_progress.insert(id.clone()) {
             return Err(from.error(format!("dependency cycle through {id}"), None));
@@ -152,13 +154,67 @@ impl Lowering<'_> {
             .dependencies
             .get(id)
             .ok_or_else(|| from.error(format!("recipe {id} was not loaded"), None))?;
-        let drv = self.package(p, false)?;
-        self.in_progress.remove(id);
-        self.recipes.insert(id.clone(), drv.clone());
-        Ok(drv)
+        Ok(Next::Lower(p))
     }
 
-    fn package(&mut self, p: &Package, direct: bool) -> Result<StorePath, SpecError> {
+    /// Lower package `p` and the recipes it depends on, each before the packages
+    /// that need it: its build root and Debian build closure, then its recipe build
+    /// dependencies, its Debian runtime closure, its recipe runtime dependencies,
+    /// then the package itself. The walk keeps its own stack, so a long chain of
+    /// recipes cannot overflow the thread's.
+    fn package(&mut self, p: &'a Package, direct: bool) -> Result<StorePath, SpecError> {
+        let mut stack = vec![self.begin(p, direct, None)?];
+        loop {
+            let top = stack.last_mut().expect("a package being lowered");
+            let p = top.p;
+            let deps = match top.stage {
+                Stage::Build => &p.build_depends,
+                Stage::Runtime => &p.runtime_depends,
+            };
+            if let Some(dep) = deps.get(top.next) {
+                top.next += 1;
+                let Dependency::Recipe(id) = &dep.value else {
+                    continue;
+                };
+                match self.recipe_dep(id, dep)? {
+                    Next::Lowered(drv) => top.inputs().push(drv),
+                    Next::Lower(q) => {
+                        let frame = self.begin(q, false, Some(id.clone()))?;
+                        stack.push(frame);
+                    }
+                }
+                continue;
+            }
+            if top.stage == Stage::Build {
+                for name in &top.entry.runtime_closure {
+                    let drv = self.debian(name, p)?;
+                    top.runtime.push(drv);
+                }
+                top.stage = Stage::Runtime;
+                top.next = 0;
+                continue;
+            }
+            let done = stack.pop().expect("the top frame");
+            let as_dependency = done.as_dependency.clone();
+            let drv = self.finish(done)?;
+            if let Some(id) = as_dependency {
+                self.in_progress.remove(&id);
+                self.recipes.insert(id, drv.clone());
+            }
+            match stack.last_mut() {
+                Some(parent) => parent.inputs().push(drv),
+                None => return Ok(drv),
+            }
+        }
+    }
+
+    /// Start lowering `p`: its lock entry, its build root and Debian build closure.
+    fn begin(
+        &mut self,
+        p: &'a Package,
+        direct: bool,
+        as_dependency: Option<RecipeId>,
+    ) -> Result<Frame<'a>, SpecError> {
         let key = package_key(self.spec, p);
         let entry = self.locked(&key, p)?.clone();
         // The build root first, then build dependencies, in a stable order.
@@ -184,20 +240,30 @@ impl Lowering<'_> {
         for name in &entry.build_closure {
             build_root.push(self.debian(name, p)?);
         }
-        for dep in &p.build_depends {
-            if let Dependency::Recipe(id) = &dep.value {
-                build_root.push(self.recipe_dep(id, dep)?);
-            }
-        }
-        let mut runtime = Vec::new();
-        for name in &entry.runtime_closure {
-            runtime.push(self.debian(name, p)?);
-        }
-        for dep in &p.runtime_depends {
-            if let Dependency::Recipe(id) = &dep.value {
-                runtime.push(self.recipe_dep(id, dep)?);
-            }
-        }
+        Ok(Frame {
+            p,
+            direct,
+            as_dependency,
+            key,
+            entry,
+            build_root,
+            runtime: Vec::new(),
+            stage: Stage::Build,
+            next: 0,
+        })
+    }
+
+    /// Lower the package of `f`, whose inputs are all lowered.
+    fn finish(&mut self, f: Frame<'a>) -> Result<StorePath, SpecError> {
+        let Frame {
+            p,
+            direct,
+            key,
+            entry,
+            build_root,
+            runtime,
+            ..
+        } = f;
         let patches = p
             .patches
             .iter()
@@ -258,6 +324,47 @@ impl Lowering<'_> {
             direct,
         });
         Ok(drv)
+    }
+}
+
+/// What lowering a recipe dependency needs.
+enum Next<'a> {
+    Lowered(StorePath),
+    Lower(&'a Package),
+}
+
+/// Which dependencies of a package are being lowered.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Build,
+    Runtime,
+}
+
+/// A package being lowered: what it is and the inputs gathered so far.
+struct Frame<'a> {
+    p: &'a Package,
+    direct: bool,
+    /// The recipe it is lowered for as a dependency.
+    as_dependency: Option<RecipeId>,
+    key: String,
+    entry: LockedPackage,
+    /// The build root's `.drv`, then the Debian build closure's, then recipe build
+    /// dependencies'.
+    build_root: Vec<StorePath>,
+    /// The Debian runtime closure's, then recipe runtime dependencies'.
+    runtime: Vec<StorePath>,
+    stage: Stage,
+    /// The next dependency of `stage` to look at.
+    next: usize,
+}
+
+impl Frame<'_> {
+    /// Where the `.drv` of a dependency of the current stage goes.
+    fn inputs(&mut self) -> &mut Vec<StorePath> {
+        match self.stage {
+            Stage::Build => &mut self.build_root,
+            Stage::Runtime => &mut self.runtime,
+        }
     }
 }
 

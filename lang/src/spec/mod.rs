@@ -15,7 +15,7 @@ pub mod repository;
 pub mod template;
 pub mod trust;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
@@ -406,7 +406,7 @@ pub fn load_spec_with(dir: &Path, options: &LoadOptions) -> Result<Spec, SpecErr
     }
     for step in &steps {
         if let Step::Package(p) = step {
-            resolver.dependencies_of(p, &mut Vec::new())?;
+            resolver.dependencies_of(p)?;
             resolver.build_root(p)?;
         }
     }
@@ -701,16 +701,54 @@ impl Resolver<'_> {
     }
 
     /// Add the recipes `p` depends on (transitively, default options) to
-    /// `self.dependencies`. `chain` holds the recipes being resolved, to report cycles.
-    fn dependencies_of(&mut self, p: &Package, chain: &mut Vec<RecipeId>) -> Result<(), SpecError> {
-        chain.push(p.id.clone());
-        for d in p.build_depends.iter().chain(p.runtime_depends.iter()) {
+    /// `self.dependencies`, depth first, each dependency before the recipe that
+    /// needs it. The walk keeps its own stack, so a long chain of recipes cannot
+    /// overflow the thread's; the recipes on it are the chain reported in a cycle.
+    fn dependencies_of(&mut self, p: &Package) -> Result<(), SpecError> {
+        /// A recipe being resolved: its dependencies, the next one to look at, and
+        /// the package itself with the id it is a dependency as (none for `p`).
+        struct Frame {
+            id: RecipeId,
+            deps: Vec<Located<Dependency>>,
+            next: usize,
+            package: Option<(RecipeId, Package)>,
+        }
+        fn frame(p: &Package) -> Frame {
+            Frame {
+                id: p.id.clone(),
+                deps: p
+                    .build_depends
+                    .iter()
+                    .chain(p.runtime_depends.iter())
+                    .cloned()
+                    .collect(),
+                next: 0,
+                package: None,
+            }
+        }
+        let mut stack = vec![frame(p)];
+        let mut on_stack: HashSet<RecipeId> = HashSet::from([p.id.clone()]);
+        while let Some(top) = stack.last_mut() {
+            let Some(d) = top.deps.get(top.next).cloned() else {
+                let done = stack.pop().expect("the top frame");
+                on_stack.remove(&done.id);
+                if let Some((id, package)) = done.package {
+                    self.dependencies.insert(id, package);
+                }
+                continue;
+            };
+            top.next += 1;
             let Dependency::Recipe(id) = &d.value else {
                 continue;
             };
-            if let Some(i) = chain.iter().position(|c| c == id) {
-                let cycle: Vec<String> = chain[i..]
+            if on_stack.contains(id) {
+                let i = stack
                     .iter()
+                    .position(|f| &f.id == id)
+                    .expect("on the stack");
+                let cycle: Vec<String> = stack[i..]
+                    .iter()
+                    .map(|f| &f.id)
                     .chain(std::iter::once(id))
                     .map(|c| c.to_string())
                     .collect();
@@ -727,10 +765,11 @@ impl Resolver<'_> {
             let recipe = self.recipe(&path, &found.real)?;
             let options = package::resolve_options(&recipe, &UseFlags::default())?;
             let dep = self.build_package(d.loc.clone(), recipe, path, options, None)?;
-            self.dependencies_of(&dep, chain)?;
-            self.dependencies.insert(id.clone(), dep);
+            let mut f = frame(&dep);
+            on_stack.insert(dep.id.clone());
+            f.package = Some((id.clone(), dep));
+            stack.push(f);
         }
-        chain.pop();
         Ok(())
     }
 
