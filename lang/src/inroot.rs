@@ -156,7 +156,7 @@ impl AllowedRoots {
     /// their own ancestors, so a path that leaves them is refused without the file
     /// it points at being touched.
     pub fn resolve(&self, base: &Path, path: &Path) -> Result<PathBuf, ResolveError> {
-        let mut current = std::fs::canonicalize(base).map_err(|e| match e.kind() {
+        let base = std::fs::canonicalize(base).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => ResolveError::Missing {
                 path: base.to_path_buf(),
             },
@@ -165,6 +165,18 @@ impl AllowedRoots {
                 reason: e.to_string(),
             },
         })?;
+        self.resolve_from_canonical(base, path)
+    }
+
+    /// [`Self::resolve`] from a `base` that is already absolute and without symlinks
+    /// (what `std::fs::canonicalize` or [`Self::resolve`] returned), so it is not
+    /// canonicalized again: for a caller that resolves many paths from one directory.
+    pub fn resolve_from_canonical(
+        &self,
+        base: PathBuf,
+        path: &Path,
+    ) -> Result<PathBuf, ResolveError> {
+        let mut current = base;
         if !self.contains(&current) {
             return Err(ResolveError::Outside {
                 resolved: lexical(current, &steps_reversed(path).collect::<Vec<_>>()),

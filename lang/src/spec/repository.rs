@@ -58,6 +58,8 @@ type Listing = Arc<[(String, Kind)]>;
 
 #[derive(Default)]
 struct MemoData {
+    /// Root → its trusted directory, canonicalized (none if that failed).
+    bases: HashMap<usize, Option<PathBuf>>,
     /// (root, directory below it) → where it resolves.
     resolved: HashMap<(usize, PathBuf), Result<PathBuf, ResolveError>>,
     /// (root, directory below it) → its entries.
@@ -199,7 +201,17 @@ impl Repository {
             return r.clone();
         }
         let (base, below) = &self.reached[i];
-        let r = self.allowed.resolve(base, &below.join(rel));
+        let canonical = self.memo.get().bases.get(&i).cloned();
+        let canonical = canonical.unwrap_or_else(|| {
+            let c = std::fs::canonicalize(base).ok();
+            self.memo.get().bases.insert(i, c.clone());
+            c
+        });
+        let r = match canonical {
+            Some(c) => self.allowed.resolve_from_canonical(c, &below.join(rel)),
+            // Says why, as it would have.
+            None => self.allowed.resolve(base, &below.join(rel)),
+        };
         self.memo.get().resolved.insert(key, r.clone());
         r
     }
@@ -229,7 +241,11 @@ impl Repository {
             .filter_map(|e| e.file_name().to_str().map(str::to_string))
             .filter(|n| !n.starts_with('.'))
             .map(|n| {
-                let kind = match self.allowed.resolve(&dir, Path::new(&n)) {
+                // `dir` was resolved: it has no symlink left to canonicalize.
+                let kind = match self
+                    .allowed
+                    .resolve_from_canonical(dir.clone(), Path::new(&n))
+                {
                     Ok(p) if p.is_dir() => Kind::Dir,
                     Ok(_) | Err(ResolveError::Outside { .. }) => Kind::File,
                     Err(_) => Kind::Unusable,
