@@ -474,7 +474,8 @@ fn copy_hashing(src: &mut impl Read, dest: &Path, algo: HashAlgo) -> Result<Hash
 pub fn fetch_unpinned(store: &LocalStore, url: &str) -> Result<String, String> {
     let tmp = store.temp_tree().map_err(|e| e.to_string())?;
     let hash = copy_hashing(&mut http_get(url)?, tmp.path(), HashAlgo::Sha256)?;
-    let name = buildit_lang::debian::store_name(url.rsplit('/').next().unwrap_or("download"));
+    let name =
+        buildit_lang::lower::debian::store_name(url.rsplit('/').next().unwrap_or("download"));
     store
         .add_path(tmp.path(), &name, FileIngestion::Flat, HashAlgo::Sha256)
         .map_err(|e| e.to_string())?;

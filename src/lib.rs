@@ -9,7 +9,6 @@
 #![deny(unsafe_code)]
 
 pub mod audit;
-pub mod build;
 pub mod cache;
 pub mod cli;
 pub mod debian;
@@ -17,6 +16,7 @@ pub mod fetch;
 pub mod image;
 pub mod io_util;
 pub mod ops;
+pub mod realise;
 #[allow(unsafe_code)]
 pub mod sandbox;
 

@@ -11,7 +11,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use buildit_lang::lock::LockFile;
+use buildit_lang::lockfile::LockFile;
 
 const DEF: &str = "samples/recipes/build-roots/debian-12-c.yaml";
 

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::sync::OnceLock;
 
-use buildit_lang::lock::{DebianPackage, LockFile};
+use buildit_lang::lockfile::{DebianPackage, LockFile};
 use common::Env;
 use serde_json::Value;
 

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use buildit::audit::drv::{diff_locks, diff_specs, Reason};
-use buildit_lang::lock::{DebianPackage, LockFile, LockedBuildRoot, LockedPackage};
-use buildit_lang::lower::spec::{debian_names, package_key, remote_patches};
+use buildit_lang::lockfile::{DebianPackage, LockFile, LockedBuildRoot, LockedPackage};
+use buildit_lang::lower::plan::{debian_names, package_key, remote_patches};
 use buildit_store::LocalStore;
 
 fn fake_deb(name: &str, version: &str) -> DebianPackage {
@@ -33,7 +33,7 @@ fn fake_deb(name: &str, version: &str) -> DebianPackage {
 
 /// A lock for the spec in `dir` whose closures are exactly what is asked for.
 fn fake_lock(dir: &Path) -> LockFile {
-    let spec = buildit::ops::spec::load(dir).unwrap();
+    let spec = buildit::ops::load::load(dir).unwrap();
     let mut lock = LockFile::default();
     for (name, root) in &spec.build_roots {
         let mut packages = root.def.packages.clone();

@@ -4,10 +4,8 @@
 
 #![forbid(unsafe_code)]
 
-pub mod buildroot;
-pub mod debian;
 pub mod inroot;
-pub mod lock;
+pub mod lockfile;
 pub mod lower;
-pub mod spec;
+pub mod model;
 pub mod yaml;

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use buildit_lang::inroot::AllowedRoots;
-use buildit_lang::spec::container::{Compression, ImageFormat, Layout};
-use buildit_lang::spec::{
+use buildit_lang::model::container::{Compression, ImageFormat, Layout};
+use buildit_lang::model::{
     self, load_spec_with, ConfigChoice, Dependency, LoadOptions, PackageOrigin, PatchSource, Spec,
 };
 use buildit_lang::yaml::{SourceFile, SpecError};

@@ -7,9 +7,9 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use buildit_lang::lock::{DebianPackage, LockFile, LockedBuildRoot, LockedPackage};
-use buildit_lang::lower::spec::lower_spec;
-use buildit_lang::spec::{load_spec_with, ConfigChoice, LoadOptions};
+use buildit_lang::lockfile::{DebianPackage, LockFile, LockedBuildRoot, LockedPackage};
+use buildit_lang::lower::plan::lower_spec;
+use buildit_lang::model::{load_spec_with, ConfigChoice, LoadOptions};
 use buildit_store::derivation::{DerivationError, DerivationHasher};
 use buildit_store::{LocalStore, StorePath};
 

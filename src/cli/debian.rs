@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use buildit_lang::buildroot::BuildRootDef;
-use buildit_lang::lock::{DebianPackage, LockError, LockFile};
+use buildit_lang::lockfile::{DebianPackage, LockError, LockFile};
+use buildit_lang::model::build_root::BuildRootDef;
 use clap::Subcommand;
 use serde_json::json;
 
@@ -136,7 +136,7 @@ type NamedOp = fn(
     &[String],
     &crate::ops::debian::FetchOptions,
     &(dyn Fn(&str) + Sync),
-) -> Result<Vec<(String, buildit_store::StorePath)>, crate::build::BuildError>;
+) -> Result<Vec<(String, buildit_store::StorePath)>, crate::realise::BuildError>;
 
 /// `fetch` and `unpack`: an operation on locked packages, printing their store paths.
 fn named(
@@ -189,7 +189,7 @@ pub fn exec(global: &Global, args: Args) -> CliResult<()> {
             out_link,
             definition,
         } => {
-            let def = buildit_lang::buildroot::BuildRootDef::load(&definition)?;
+            let def = buildit_lang::model::build_root::BuildRootDef::load(&definition)?;
             let store = global.open_store()?;
             let lock = src.load_lock()?;
             let (path, report) = crate::ops::debian::build_root(
@@ -464,7 +464,7 @@ mod tests {
         lock.debian.insert("rooted".into(), pkg("6"));
         lock.build_roots.insert(
             "r".into(),
-            buildit_lang::lock::LockedBuildRoot {
+            buildit_lang::lockfile::LockedBuildRoot {
                 requested: vec!["rooted".into()],
                 packages: vec!["rooted".into()],
             },

@@ -6,7 +6,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use buildit_lang::lock::LockFile;
+use buildit_lang::lockfile::LockFile;
 use buildit_store::{LocalStore, StorePath};
 use serde_json::json;
 

@@ -4,13 +4,13 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use buildit_lang::spec::container::ImageFormat;
-use buildit_lang::spec::Step;
+use buildit_lang::model::container::ImageFormat;
+use buildit_lang::model::Step;
 use serde_json::json;
 
 use super::output::print_json;
 use super::{CliResult, Global};
-use crate::ops::spec;
+use crate::ops::load;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -22,9 +22,9 @@ pub struct Args {
 }
 
 pub fn exec(global: &Global, args: Args) -> CliResult<()> {
-    let loaded = spec::load(&args.dir)?;
+    let loaded = load::load(&args.dir)?;
     let store = global.open_store()?;
-    let plan = spec::eval(&loaded, &store)?;
+    let plan = load::eval(&loaded, &store)?;
     // One planned image per image step, in order.
     let images: Vec<_> = loaded
         .steps

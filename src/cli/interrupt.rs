@@ -7,7 +7,7 @@
 
 use nix::sys::signal::{SigSet, Signal};
 
-use crate::build::CancelToken;
+use crate::realise::CancelToken;
 
 /// Exit status of a process ended by an interrupt, as shells report one.
 const INTERRUPTED: i32 = 130;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use super::output::note;
 use super::{CliResult, Global};
-use crate::ops::spec;
+use crate::ops::load;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -17,12 +17,12 @@ pub struct Args {
 }
 
 pub fn exec(global: &Global, args: Args) -> CliResult<()> {
-    let loaded = spec::load(&args.dir)?;
-    let path = loaded.dir.join(spec::LOCK_FILE);
-    let mut lock = buildit_lang::lock::LockFile::load(&path)?;
+    let loaded = load::load(&args.dir)?;
+    let path = loaded.dir.join(load::LOCK_FILE);
+    let mut lock = buildit_lang::lockfile::LockFile::load(&path)?;
     let before = lock.to_text();
     let store = global.open_store()?;
-    let changes = spec::lock(&loaded, &mut lock, args.update, &store, &|l| note!("{l}"))?;
+    let changes = load::lock(&loaded, &mut lock, args.update, &store, &|l| note!("{l}"))?;
     for c in &changes {
         note!("~ {c}");
     }

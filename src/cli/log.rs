@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use super::{CliError, CliResult, Global};
-use crate::build::log::log_path;
+use crate::realise::log::log_path;
 
 #[derive(clap::Args)]
 pub struct Args {

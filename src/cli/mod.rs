@@ -106,7 +106,7 @@ fn with_default_command(mut argv: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsSt
 pub struct Global {
     pub root: PathBuf,
     /// Set by the first interrupt while a realisation runs.
-    pub cancel: crate::build::CancelToken,
+    pub cancel: crate::realise::CancelToken,
 }
 
 impl Global {

@@ -42,8 +42,8 @@ pub enum CliError {
     Spec(#[from] buildit_lang::yaml::SpecError),
 
     #[error(transparent)]
-    #[diagnostic(code(buildit::build))]
-    Build(#[from] crate::build::BuildError),
+    #[diagnostic(code(buildit::realise))]
+    Build(#[from] crate::realise::BuildError),
 
     #[error(transparent)]
     #[diagnostic(code(buildit::cache))]
@@ -55,7 +55,7 @@ pub enum CliError {
 
     #[error(transparent)]
     #[diagnostic(transparent)]
-    SpecOp(#[from] crate::ops::spec::SpecOpError),
+    SpecOp(#[from] crate::ops::load::SpecOpError),
 
     /// The command ran and found problems it already reported (e.g. verify);
     /// exit with this status without printing anything more.

@@ -12,7 +12,7 @@ use indicatif::{
     HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle, TermLike,
 };
 
-use crate::build::events::{Event, Progress, StepKind};
+use crate::realise::events::{Event, Progress, StepKind};
 
 /// Column (1-based) the closing `]` of a step's status lands on, as in the
 /// design card: an 80-column terminal still has room for it without wrapping.
@@ -226,7 +226,7 @@ impl Progress for Reporter {
                 let elapsed = shown.then_some(elapsed);
                 let status = match result {
                     Ok(()) => "[OK]",
-                    Err(crate::build::events::CHECK_DIFFERS) => "[DIFFERS]",
+                    Err(crate::realise::events::CHECK_DIFFERS) => "[DIFFERS]",
                     Err(_) => "[FAILED]",
                 };
                 st.view

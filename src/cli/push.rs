@@ -9,7 +9,7 @@ use buildit_store::StorePath;
 use super::output::note;
 use super::{CliError, CliResult, Global};
 use crate::cache::BinaryCache;
-use crate::ops::{cache as cache_ops, spec};
+use crate::ops::{cache as cache_ops, load};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -30,8 +30,8 @@ pub fn exec(global: &Global, args: Args) -> CliResult<()> {
     let mut config = None;
     for p in &args.paths {
         if Path::new(p).join("container.yaml").is_file() {
-            let loaded = spec::load(Path::new(p))?;
-            let plan = spec::eval(&loaded, &store)?;
+            let loaded = load::load(Path::new(p))?;
+            let plan = load::eval(&loaded, &store)?;
             let mut drvs: Vec<StorePath> = plan.packages.iter().map(|p| p.drv.clone()).collect();
             drvs.extend(plan.images.iter().map(|i| i.drv.clone()));
             paths.extend(cache_ops::spec_paths(&store, &drvs)?);
@@ -50,7 +50,7 @@ pub fn exec(global: &Global, args: Args) -> CliResult<()> {
     let config = match config {
         Some(c) => Some(c),
         None => match std::env::current_dir() {
-            Ok(d) => crate::ops::spec::config_for(&d)?,
+            Ok(d) => crate::ops::load::config_for(&d)?,
             Err(_) => None,
         },
     };

@@ -5,19 +5,19 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use buildit_lang::spec::container::ImageFormat;
-use buildit_lang::spec::{Config, Spec};
+use buildit_lang::model::container::ImageFormat;
+use buildit_lang::model::{Config, Spec};
 use buildit_store::{LocalStore, StorePath};
 
 use super::output::note;
 use super::progress::{Reporter, ReporterOptions};
 use super::{CliError, CliResult, Global};
-use crate::build::{CancelToken, Options, Report};
 use crate::cache::BinaryCache;
 use crate::ops::cache as cache_ops;
 use crate::ops::debian::FetchOptions;
+use crate::ops::load;
 use crate::ops::realise::{link_results, outputs, realise, SourceOptions};
-use crate::ops::spec;
+use crate::realise::{CancelToken, Options, Report};
 
 /// Options of every command that builds.
 #[derive(clap::Args, Debug, Clone)]
@@ -39,7 +39,7 @@ pub struct BuildArgs {
     max_silent_time: Option<u64>,
     /// At most this many processes and threads at once in one build (0: no
     /// limit of buildit's own).
-    #[arg(long, value_name = "N", default_value_t = crate::build::DEFAULT_MAX_PROCESSES)]
+    #[arg(long, value_name = "N", default_value_t = crate::realise::DEFAULT_MAX_PROCESSES)]
     max_processes: u64,
     /// Keep the build directory of a failed build (under the store's var/kept/).
     #[arg(short = 'K', long)]
@@ -221,9 +221,9 @@ pub fn exec_realise(global: &Global, args: RealiseArgs) -> CliResult<()> {
 }
 
 pub fn exec_build(global: &Global, args: BuildDirArgs) -> CliResult<()> {
-    let loaded = spec::load(&args.dir)?;
+    let loaded = load::load(&args.dir)?;
     let store = global.open_store()?;
-    let plan = spec::eval(&loaded, &store)?;
+    let plan = load::eval(&loaded, &store)?;
     let mut err = std::io::stderr().lock();
     let var = |k: &str| loaded.vars.get(k).map(|v| v.to_string());
     let title = match (var("author"), var("name"), var("version")) {
@@ -519,8 +519,8 @@ pub(super) fn resolve_targets(
     let mut spec_loaded: Option<Spec> = None;
     for t in args {
         if is_spec_dir(t) {
-            let loaded = spec::load(Path::new(t))?;
-            let plan = spec::eval(&loaded, store)?;
+            let loaded = load::load(Path::new(t))?;
+            let plan = load::eval(&loaded, store)?;
             drvs.extend(
                 plan.packages
                     .iter()
@@ -548,7 +548,7 @@ pub(super) fn resolve_targets(
     let config = match spec_loaded.and_then(|s| s.config) {
         Some(c) => Some(c),
         None => match std::env::current_dir() {
-            Ok(d) => spec::config_for(&d)?,
+            Ok(d) => load::config_for(&d)?,
             Err(_) => None,
         },
     };

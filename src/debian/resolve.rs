@@ -32,7 +32,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::str::FromStr;
 
-use buildit_lang::lock::DebianPackage;
+use buildit_lang::lockfile::DebianPackage;
 use thiserror::Error;
 
 use super::sources::{parse_deb822, Paragraph};

@@ -26,7 +26,7 @@ use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use thiserror::Error;
 
-pub use buildit_lang::spec::container::Compression;
+pub use buildit_lang::model::container::Compression;
 
 use super::tree::{Kind, Node};
 

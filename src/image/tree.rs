@@ -333,7 +333,7 @@ fn relative(dest: &str) -> Option<PathBuf> {
 }
 
 fn same_contents(a: &Path, b: &Path) -> Result<bool, TreeError> {
-    crate::build::buildroot::same_file_contents(a, b)
+    crate::realise::buildroot::same_file_contents(a, b)
         .map_err(|(path, source)| TreeError::Io { path, source })
 }
 

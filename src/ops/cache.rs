@@ -6,8 +6,8 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use buildit_lang::spec::config::Transport;
-use buildit_lang::spec::Config;
+use buildit_lang::model::config::Transport;
+use buildit_lang::model::Config;
 use buildit_store::signing::{PublicKey, SecretKey, TrustedKeys};
 use buildit_store::{LocalStore, StorePath};
 
@@ -60,7 +60,7 @@ pub fn configured(config: Option<&Config>) -> Vec<CacheSpec> {
         if let (Some(t), Some(p)) = (&r.download_type, &r.download_path) {
             out.push(CacheSpec {
                 url: repository_url(t.value, &p.value),
-                priority: buildit_lang::spec::config::DEFAULT_PRIORITY,
+                priority: buildit_lang::model::config::DEFAULT_PRIORITY,
                 keys: global.clone(),
             });
         }
@@ -85,7 +85,7 @@ pub fn secret_key(flag: Option<&Path>, config: Option<&Config>) -> Result<Secret
                 .unwrap_or(Path::new("."));
             let path = base.join(&f.value);
             // Signing with a key someone else can replace signs what they choose.
-            buildit_lang::spec::trust::Trust::from_env()
+            buildit_lang::model::trust::Trust::from_env()
                 .check_named(&path)
                 .map_err(|u| {
                     CacheError::Invalid(format!(

@@ -10,10 +10,10 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::audit::outputs::{self, DiffOptions, OutputDiff, OutputDiffError};
-use crate::build::events::Progress;
-use crate::build::{display_name, BuildError, Options, Report, Variation};
 use crate::cache::{BinaryCache, CacheError};
 use crate::fetch::Fetcher;
+use crate::realise::events::Progress;
+use crate::realise::{display_name, BuildError, Options, Report, Variation};
 
 #[derive(Debug, Error)]
 pub enum CheckError {
@@ -121,7 +121,7 @@ pub fn deep_targets(
     store: &LocalStore,
     targets: &[StorePath],
 ) -> Result<Vec<StorePath>, CheckError> {
-    use buildit_lang::debian::{BUILDROOT, FETCHURL, UNPACK_DEB};
+    use buildit_lang::lower::debian::{BUILDROOT, FETCHURL, UNPACK_DEB};
     let mut out: Vec<StorePath> = targets.to_vec();
     let mut seen: std::collections::BTreeSet<StorePath> = targets.iter().cloned().collect();
     let mut queue: std::collections::VecDeque<StorePath> = targets.iter().cloned().collect();

@@ -3,14 +3,14 @@
 
 use std::path::{Path, PathBuf};
 
-use buildit_lang::buildroot::BuildRootDef;
-use buildit_lang::debian::{lower_build_root, lower_package, DrvSet};
-use buildit_lang::lock::{DebianPackage, LockFile, LockedBuildRoot};
+use buildit_lang::lockfile::{DebianPackage, LockFile, LockedBuildRoot};
+use buildit_lang::lower::debian::{lower_build_root, lower_package, DrvSet};
+use buildit_lang::model::build_root::BuildRootDef;
 use buildit_store::{LocalStore, StorePath};
 
-use crate::build::{BuildError, Realiser, Report};
 use crate::debian::resolve::{resolve, DebRequest, ResolveError};
 use crate::fetch::Fetcher;
+use crate::realise::{BuildError, Realiser, Report};
 
 /// Where `.deb`s may come from besides the mirrors.
 #[derive(Debug, Clone, Default)]
@@ -78,12 +78,12 @@ fn realise(
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<Report, BuildError> {
     let fetcher = opts.fetcher();
-    let lines = crate::build::events::Lines(progress);
+    let lines = crate::realise::events::Lines(progress);
     let r = Realiser {
         store,
         fetcher: &fetcher,
         caches: &[],
-        options: crate::build::Options {
+        options: crate::realise::Options {
             jobs: opts.jobs.max(1),
             keep_going: true,
             ..Default::default()
@@ -152,7 +152,7 @@ pub fn fetch(
     let mut set = DrvSet::default();
     let mut targets = Vec::new();
     for (name, pkg) in locked(lock, names)? {
-        let drv = buildit_lang::debian::fetch_deb(pkg)
+        let drv = buildit_lang::lower::debian::fetch_deb(pkg)
             .map_err(|m| BuildError::Invalid(format!("{name}: {m}")))?;
         let p = set
             .add(drv)

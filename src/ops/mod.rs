@@ -5,6 +5,6 @@
 pub mod cache;
 pub mod check;
 pub mod debian;
+pub mod load;
 pub mod realise;
-pub mod spec;
 pub mod store;

@@ -3,13 +3,13 @@
 
 use std::path::{Path, PathBuf};
 
-use buildit_lang::spec::Config;
+use buildit_lang::model::Config;
 use buildit_store::{LocalStore, StorePath};
 
-use crate::build::events::Progress;
-use crate::build::{BuildError, Options, Realiser, Report};
 use crate::fetch::Fetcher;
 use crate::ops::debian::FetchOptions;
+use crate::realise::events::Progress;
+use crate::realise::{BuildError, Options, Realiser, Report};
 
 /// Where sources may come from, beyond the URLs in the derivations.
 #[derive(Debug, Clone, Default)]

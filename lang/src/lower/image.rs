@@ -9,10 +9,10 @@ use std::collections::BTreeMap;
 use buildit_store::{Derivation, DerivationOutput, FileIngestion, HashAlgo, LocalStore, StorePath};
 use serde::{Deserialize, Serialize};
 
-use super::spec::PlannedPackage;
-use crate::debian::{store_name, DrvSet, BUILTIN_SYSTEM};
-use crate::spec::container::{Compression, IdOrName, ImageFormat, ImageStep, Layout, OciConfig};
-use crate::spec::{Located, Spec, Step};
+use super::plan::PlannedPackage;
+use crate::lower::debian::{store_name, DrvSet, BUILTIN_SYSTEM};
+use crate::model::container::{Compression, IdOrName, ImageFormat, ImageStep, Layout, OciConfig};
+use crate::model::{Located, Spec, Step};
 use crate::yaml::SpecError;
 
 pub const IMAGE: &str = "builtin:image";
@@ -142,7 +142,7 @@ fn compression_name(c: Compression) -> &'static str {
     }
 }
 
-fn owner_id(v: &IdOrName, loc: &Located<crate::spec::container::Owner>) -> Result<u32, SpecError> {
+fn owner_id(v: &IdOrName, loc: &Located<crate::model::container::Owner>) -> Result<u32, SpecError> {
     match v {
         IdOrName::Id(n) => Ok(*n),
         IdOrName::Name(n) => base_id(n).ok_or_else(|| {

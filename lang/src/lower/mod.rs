@@ -11,10 +11,11 @@ use buildit_store::{
 };
 use thiserror::Error;
 
+pub mod debian;
 pub mod image;
-pub mod spec;
+pub mod plan;
 
-use crate::debian::{fetchurl, store_name, DrvSet};
+use crate::lower::debian::{fetchurl, store_name, DrvSet};
 
 /// The phase runner every source build runs; a text store path named in `args`.
 pub const PHASE_RUNNER: &str = include_str!("phases.sh");

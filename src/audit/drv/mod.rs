@@ -7,7 +7,7 @@
 //! Causes are typed ([`Reason`], after cargo's `DirtyReason`) so that `--json` and
 //! tests see the same thing people read.
 
-mod lock;
+mod lockfile;
 mod reason;
 mod render;
 mod walk;
@@ -17,11 +17,11 @@ mod tests;
 
 use std::path::Path;
 
-use buildit_lang::lower::spec::Plan;
+use buildit_lang::lower::plan::Plan;
 use buildit_store::{LocalStore, StoreError, StorePath};
 use serde::Serialize;
 
-pub use lock::diff_locks;
+pub use lockfile::diff_locks;
 pub use reason::Reason;
 
 /// A derivation that changed only because some of its inputs did.
@@ -73,7 +73,7 @@ pub enum DrvDiffError {
     /// A spec directory that does not load, lock or lower.
     #[error(transparent)]
     #[diagnostic(transparent)]
-    Spec(Box<crate::ops::spec::SpecOpError>),
+    Spec(Box<crate::ops::load::SpecOpError>),
 }
 
 /// Explain how the graphs below roots `a` and `b` (`.drv` paths in `store`) differ.
@@ -114,9 +114,9 @@ pub fn plan_roots(plan: &Plan) -> Vec<StorePath> {
 pub fn diff_specs(store: &LocalStore, a: &Path, b: &Path) -> Result<DrvDiff, DrvDiffError> {
     let lower = |dir: &Path| -> Result<Vec<StorePath>, DrvDiffError> {
         let spec =
-            crate::ops::spec::load(dir).map_err(|e| DrvDiffError::Spec(Box::new(e.into())))?;
+            crate::ops::load::load(dir).map_err(|e| DrvDiffError::Spec(Box::new(e.into())))?;
         let plan =
-            crate::ops::spec::eval(&spec, store).map_err(|e| DrvDiffError::Spec(Box::new(e)))?;
+            crate::ops::load::eval(&spec, store).map_err(|e| DrvDiffError::Spec(Box::new(e)))?;
         Ok(plan_roots(&plan))
     };
     let ra = lower(a)?;

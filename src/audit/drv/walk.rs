@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::rc::Rc;
 
-use buildit_lang::debian::{BUILDROOT, FETCHURL, UNPACK_DEB};
+use buildit_lang::lower::debian::{BUILDROOT, FETCHURL, UNPACK_DEB};
 use buildit_lang::lower::image::IMAGE;
 use buildit_store::{Derivation, LocalStore, StorePath};
 use serde_json::Value;

@@ -15,9 +15,9 @@
 mod add;
 mod db;
 mod derivations;
+mod flock;
 mod fsutil;
 mod gc;
-mod lock;
 mod verify;
 
 use std::collections::{BTreeSet, VecDeque};
@@ -34,9 +34,9 @@ use crate::store_path::StorePathError;
 use crate::{Hash, StorePath, STORE_DIR};
 
 pub use add::TempTree;
+pub use flock::FileLock;
 pub use fsutil::{normalise, remove_tree, STORE_MTIME};
 pub use gc::{GcReport, GcRoot};
-pub use lock::FileLock;
 pub use verify::{VerifyProblem, VerifyReport};
 
 use db::Db;

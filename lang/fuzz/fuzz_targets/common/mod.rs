@@ -16,13 +16,13 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use buildit_lang::buildroot::BuildRootDef;
+use buildit_lang::model::build_root::BuildRootDef;
 use buildit_lang::inroot::AllowedRoots;
-use buildit_lang::lock::LockFile;
-use buildit_lang::spec::config::Config;
-use buildit_lang::spec::container::{self, ContainerStep, PackageSource};
-use buildit_lang::spec::package::resolve_options;
-use buildit_lang::spec::{Located, PkgFile, Recipe, UseFlags};
+use buildit_lang::lockfile::LockFile;
+use buildit_lang::model::config::Config;
+use buildit_lang::model::container::{self, ContainerStep, PackageSource};
+use buildit_lang::model::package::resolve_options;
+use buildit_lang::model::{Located, PkgFile, Recipe, UseFlags};
 use buildit_lang::yaml::{SourceFile, SpecError};
 use miette::{Diagnostic, GraphicalReportHandler, GraphicalTheme};
 
@@ -209,7 +209,7 @@ pub fn pkg_yaml(text: &str) {
     };
     at(&p.base);
     for patch in &p.patches {
-        if let buildit_lang::spec::PatchSource::Local(path) = &patch.source {
+        if let buildit_lang::model::PatchSource::Local(path) = &patch.source {
             assert!(
                 s.inputs.contains(path),
                 "patch {} is outside the spec",

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use buildit_lang::lock::LockFile;
+use buildit_lang::lockfile::LockFile;
 
 use super::{DrvDiff, Reason};
 

@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use buildit_store::derivation::DerivationError;
 use buildit_store::{Derivation, DerivationOutput, FileIngestion, Hash, HashAlgo, StorePath};
 
-use crate::buildroot::BuildRootDef;
-use crate::lock::{DebianPackage, LockFile};
+use crate::lockfile::{DebianPackage, LockFile};
+use crate::model::build_root::BuildRootDef;
 use crate::yaml::SpecError;
 
 /// `system` of derivations that buildit runs itself: they do not depend on the
@@ -250,7 +250,7 @@ pub fn lower_build_root(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lock::LockedBuildRoot;
+    use crate::lockfile::LockedBuildRoot;
     use crate::yaml::SourceFile;
 
     fn pkg(v: &str, sha: &str) -> DebianPackage {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use buildit_lang::debian::{BUILDROOT, FETCHURL, UNPACK_DEB};
+use buildit_lang::lower::debian::{BUILDROOT, FETCHURL, UNPACK_DEB};
 use buildit_lang::lower::image::IMAGE;
 use buildit_store::{Derivation, StorePath};
 use petgraph::graph::{DiGraph, NodeIndex};

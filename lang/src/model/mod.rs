@@ -7,6 +7,7 @@
 //!
 //! Nothing here builds, fetches or writes anything.
 
+pub mod build_root;
 pub mod config;
 pub mod container;
 pub mod package;
@@ -24,8 +25,8 @@ use std::sync::Arc;
 use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode};
 use marked_yaml::{LoaderOptions, Node, Span};
 
-use crate::buildroot::BuildRootDef;
 use crate::inroot::{AllowedRoots, ResolveError};
+use crate::model::build_root::BuildRootDef;
 use crate::yaml::{did_you_mean, SourceFile, SpecError};
 
 pub use config::Config;

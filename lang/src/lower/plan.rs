@@ -1,4 +1,4 @@
-//! Lowering a checked spec (`crate::spec::Spec`) to derivations, with what the lock
+//! Lowering a checked spec (`crate::model::Spec`) to derivations, with what the lock
 //! file pins: build roots, Debian closures, remote patch hashes. Nothing is fetched
 //! here: a missing or stale lock entry is an error that says which command fixes it.
 
@@ -7,9 +7,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use buildit_store::{LocalStore, StorePath};
 
 use super::{lower_build, BuildSpec, Fetched, Patch};
-use crate::debian::{lower_build_root, lower_package, DrvSet};
-use crate::lock::{LockFile, LockedPackage};
-use crate::spec::{Dependency, Located, Package, PackageOrigin, PatchSource, RecipeId, Spec};
+use crate::lockfile::{LockFile, LockedPackage};
+use crate::lower::debian::{lower_build_root, lower_package, DrvSet};
+use crate::model::{Dependency, Located, Package, PackageOrigin, PatchSource, RecipeId, Spec};
 use crate::yaml::SpecError;
 
 /// One lowered package of the container (or a recipe it depends on).

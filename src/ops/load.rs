@@ -4,10 +4,10 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use buildit_lang::lock::{LockFile, LockedPackage};
-use buildit_lang::lower::spec::{debian_names, lower_spec, package_key, remote_patches, Plan};
-use buildit_lang::spec::trust::Untrusted;
-use buildit_lang::spec::{load_spec_with, Config, ConfigChoice, LoadOptions, Package, Spec};
+use buildit_lang::lockfile::{LockFile, LockedPackage};
+use buildit_lang::lower::plan::{debian_names, lower_spec, package_key, remote_patches, Plan};
+use buildit_lang::model::trust::Untrusted;
+use buildit_lang::model::{load_spec_with, Config, ConfigChoice, LoadOptions, Package, Spec};
 use buildit_lang::yaml::SpecError;
 use buildit_store::LocalStore;
 
@@ -24,9 +24,9 @@ pub enum SpecOpError {
     #[error(transparent)]
     Resolve(#[from] ResolveError),
     #[error(transparent)]
-    Lock(#[from] buildit_lang::lock::LockError),
+    Lock(#[from] buildit_lang::lockfile::LockError),
     #[error(transparent)]
-    Build(#[from] crate::build::BuildError),
+    Build(#[from] crate::realise::BuildError),
     #[error("remote patch {url}: {reason}")]
     Patch { url: String, reason: String },
     #[error("{path} does not exist")]

@@ -11,7 +11,7 @@ use std::io;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
-use buildit_lang::buildroot::Fixups;
+use buildit_lang::model::build_root::Fixups;
 use thiserror::Error;
 
 #[derive(Debug, Error)]

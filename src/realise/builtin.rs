@@ -4,8 +4,8 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use buildit_lang::buildroot::Fixups;
-use buildit_lang::debian::{BUILDROOT, UNPACK_DEB};
+use buildit_lang::lower::debian::{BUILDROOT, UNPACK_DEB};
+use buildit_lang::model::build_root::Fixups;
 use buildit_store::{Derivation, Hash, HashAlgo, PathInfo, StorePath};
 
 use super::sandboxed::{Built, Compared};
