@@ -85,7 +85,7 @@ fn seed_pkg_yaml_fixed_step_by_step() {
         let path = Path::new("tests/fixtures/pkg").join(name);
         let file = Arc::new(SourceFile::read(&path).expect("fixture"));
         let spec_dir = Path::new("tests/fixtures/specs/seed-pkg");
-        spec::PkgFile::parse(
+        model::PkgFile::parse(
             file,
             &spec_dir.join("pkgs/nginx"),
             &AllowedRoots::new().with(spec_dir),
@@ -462,7 +462,7 @@ fn good_spec_resolves_everything() {
 
 #[test]
 fn repository_picks_the_newest_version() {
-    let repo = spec::Repository::new(vec![PathBuf::from(RECIPES)]);
+    let repo = model::Repository::new(vec![PathBuf::from(RECIPES)]);
     let found = repo.find("www-servers/nginx").unwrap();
     assert_eq!(found.id.version, "1.22.1");
     let found = repo.find("www-servers/nginx-1.20.2").unwrap();
@@ -515,20 +515,20 @@ fn file(path: &str, text: String) -> Arc<SourceFile> {
 fn parse_everything(text: &str) {
     let dir = Path::new("tests/fixtures/specs/good");
     let results = [
-        spec::container::parse(
+        model::container::parse(
             file("c/container.yaml", text.to_string()),
             dir,
             &AllowedRoots::new().with(dir),
         )
         .err(),
-        spec::PkgFile::parse(
+        model::PkgFile::parse(
             file("p/pkg.yaml", text.to_string()),
             &dir.join("pkgs/nginx"),
             &AllowedRoots::new().with(dir),
         )
         .err(),
-        spec::Recipe::parse(file("r/app-misc/hello/hello-2.10.yaml", text.to_string())).err(),
-        spec::Config::parse(file("c/.buildit-config.yaml", text.to_string())).err(),
+        model::Recipe::parse(file("r/app-misc/hello/hello-2.10.yaml", text.to_string())).err(),
+        model::Config::parse(file("c/.buildit-config.yaml", text.to_string())).err(),
     ];
     for e in results.into_iter().flatten() {
         let _ = render(&e);
