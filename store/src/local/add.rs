@@ -22,7 +22,7 @@ use crate::path_info::PathInfo;
 use crate::store_path::{make_fixed_output_path, make_text_path};
 use crate::{nar, ContentAddress, FileIngestion, Hash, HashAlgo, StorePath};
 
-use super::fsutil::{normalise_below, remove_tree, seal_root, sync_dir, sync_filesystem};
+use super::fsutil::{normalise_below, remove_tree, seal_root, sync_dir, sync_tree};
 use super::{now, FileLock, LocalStore, StoreError};
 
 /// A tree under construction in `var/tmp/`, removed on drop unless moved away.
@@ -254,8 +254,8 @@ impl LocalStore {
         if dest.symlink_metadata().is_ok() {
             remove_tree(&dest)?;
         }
-        // Through the parent: the tree itself may be a (dangling) symlink.
-        sync_filesystem(tree.parent().unwrap_or(&self.store_dir))?;
+        // The filesystem through the parent: the tree itself may be a (dangling) symlink.
+        sync_tree(tree, tree.parent().unwrap_or(&self.store_dir))?;
         fault_point("before-pending");
         self.db().mark_pending(&info.path)?;
         fault_point("before-rename");
