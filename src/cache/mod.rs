@@ -11,6 +11,7 @@ pub mod backend;
 mod binary_cache;
 pub mod file;
 pub mod http;
+mod location;
 pub mod oci;
 pub mod s3;
 pub mod ssh;

@@ -24,6 +24,7 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use tokio::runtime::Runtime;
 
+use super::location;
 use super::{Backend, CacheError};
 use crate::io_util::read_full;
 
@@ -165,12 +166,12 @@ impl OciBackend {
             )));
         }
         let mut insecure = false;
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            match pair {
-                "insecure=1" | "insecure=true" => insecure = true,
-                "insecure=0" | "insecure=false" => insecure = false,
+        for (name, value) in location::query_pairs(query, url)? {
+            match (name.as_str(), value.as_str()) {
+                ("insecure", "1" | "true") => insecure = true,
+                ("insecure", "0" | "false") => insecure = false,
                 // A misspelt option silently ignored would change the transport.
-                _ => return Err(bad(&format!("unknown parameter '{pair}'"))),
+                _ => return Err(bad(&format!("unknown parameter '{name}={value}'"))),
             }
         }
         let protocol = if insecure {

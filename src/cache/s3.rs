@@ -23,6 +23,7 @@ use object_store::{
 };
 use tokio::runtime::Runtime;
 
+use super::location;
 use super::{Backend, CacheError};
 
 /// Files above this go up in parts: one request per object would hold the whole
@@ -304,11 +305,8 @@ fn parse_url(url: &str) -> Result<S3Url, CacheError> {
         return Err(CacheError::Invalid(format!("{url}: bad prefix '{prefix}'")));
     }
     let (mut endpoint, mut region, mut scheme) = (None, None, None);
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let value = percent_decode(value)
-            .ok_or_else(|| CacheError::Invalid(format!("{url}: bad escape in '{pair}'")))?;
-        match name {
+    for (name, value) in location::query_pairs(query, url)? {
+        match name.as_str() {
             "endpoint" => endpoint = Some(value),
             "region" => region = Some(value),
             "scheme" => scheme = Some(value),
@@ -336,30 +334,6 @@ fn parse_url(url: &str) -> Result<S3Url, CacheError> {
         endpoint,
         region: region.filter(|r| !r.is_empty()),
     })
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// A `Read` over a stream of chunks, each fetched (on `rt`) only when the
@@ -480,10 +454,12 @@ mod tests {
             parse_url("s3://b?endpiont=x"),
             Err(CacheError::Invalid(_))
         ));
-        assert!(matches!(
-            parse_url("s3://b?region=%zz"),
-            Err(CacheError::Invalid(_))
-        ));
+        for bad in ["s3://b?region=%zz", "s3://b?region=%+a"] {
+            assert!(
+                matches!(parse_url(bad), Err(CacheError::Invalid(_))),
+                "{bad}"
+            );
+        }
         assert!(matches!(
             parse_url("http://b"),
             Err(CacheError::UnsupportedUrl(_))

@@ -36,6 +36,7 @@ use tokio::io::AsyncSeek;
 use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
 
+use super::location;
 use super::{Backend, CacheError};
 use crate::io_util::read_full;
 
@@ -62,57 +63,51 @@ struct Target {
 
 fn parse(url: &str) -> Result<Target, CacheError> {
     let bad = |why: &str| CacheError::Invalid(format!("{url}: {why}"));
-    let rest = url
-        .strip_prefix("ssh://")
-        .ok_or_else(|| CacheError::UnsupportedUrl(url.to_string()))?;
-    let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
-    let slash = rest
-        .find('/')
-        .ok_or_else(|| bad("expected ssh://[user@]host[:port]/absolute/path"))?;
-    let (authority, path) = rest.split_at(slash);
-    let (user, hostport) = match authority.rsplit_once('@') {
-        Some((u, h)) if !u.is_empty() => (Some(percent_decode(u, url)?), h),
-        Some(_) => return Err(bad("empty user name")),
-        None => (None, authority),
+    let Some(after_scheme) = url.strip_prefix("ssh://") else {
+        return Err(CacheError::UnsupportedUrl(url.to_string()));
     };
-    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
-        let (h, after) = v6
-            .split_once(']')
-            .ok_or_else(|| bad("unterminated [ in host"))?;
-        match after {
-            "" => (h, None),
-            p => (h, Some(p.strip_prefix(':').ok_or_else(|| bad("bad port"))?)),
-        }
-    } else {
-        match hostport.split_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (hostport, None),
-        }
-    };
-    if host.is_empty() {
-        return Err(bad("no host"));
+    let u = url::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
+    if u.path().is_empty() {
+        return Err(bad("expected ssh://[user@]host[:port]/absolute/path"));
     }
-    let port = port
-        .map(|p| p.parse::<u16>().map_err(|_| bad("bad port")))
-        .transpose()?;
-    let path = percent_decode(path, url)?;
+    if u.password().is_some() {
+        return Err(bad(
+            "a password in the URL is not supported (use identity=KEY)",
+        ));
+    }
+    if u.fragment().is_some() {
+        return Err(bad("a cache URL has no #fragment"));
+    }
+    // `ssh://@host` parses as no user name at all; it is a typo.
+    let authority = after_scheme.split(['/', '?']).next().unwrap_or("");
+    let user = match u.username() {
+        "" if authority.contains('@') => return Err(bad("empty user name")),
+        "" => None,
+        name => Some(location::decode(name, url)?),
+    };
+    let host = match u.host() {
+        Some(url::Host::Ipv6(a)) => a.to_string(),
+        Some(url::Host::Ipv4(a)) => a.to_string(),
+        Some(url::Host::Domain(d)) if !d.is_empty() => location::decode(d, url)?,
+        _ => return Err(bad("no host")),
+    };
+    let path = location::decode(u.path(), url)?;
     let trimmed = path.trim_end_matches('/');
     let root = PathBuf::from(if trimmed.is_empty() { "/" } else { trimmed });
     let mut target = Target {
         user,
-        host: host.to_string(),
-        port,
+        host,
+        port: u.port(),
         root,
         identity: None,
         known_hosts: None,
     };
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let v = PathBuf::from(percent_decode(v, url)?);
+    for (k, v) in location::query_pairs(u.query().unwrap_or(""), url)? {
+        let v = PathBuf::from(v);
         if !v.is_absolute() {
             return Err(bad(&format!("{k} needs an absolute path")));
         }
-        match k {
+        match k.as_str() {
             "identity" => target.identity = Some(v),
             "known-hosts" => target.known_hosts = Some(v),
             // A misspelt option silently ignored would connect with the wrong key.
@@ -120,26 +115,6 @@ fn parse(url: &str) -> Result<Target, CacheError> {
         }
     }
     Ok(target)
-}
-
-fn percent_decode(s: &str, url: &str) -> Result<String, CacheError> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| CacheError::Invalid(format!("{url}: bad %-escape")))?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| CacheError::Invalid(format!("{url}: not UTF-8")))
 }
 
 fn not_found(e: &SftpError) -> bool {
@@ -609,6 +584,11 @@ mod tests {
         assert_eq!(t.identity, Some(PathBuf::from("/k/id x")));
         assert_eq!(t.known_hosts, Some(PathBuf::from("/k/kh")));
 
+        // `+` is a space in a query only, as in every URL.
+        let t = parse("ssh://host/a+b?identity=/k/id+x").unwrap();
+        assert_eq!(t.root, PathBuf::from("/a+b"));
+        assert_eq!(t.identity, Some(PathBuf::from("/k/id x")));
+
         let t = parse("ssh://host/").unwrap();
         assert_eq!(
             (t.host.as_str(), t.root.as_path()),
@@ -623,6 +603,9 @@ mod tests {
             "ssh://host/p?identity=rel",
             "ssh://host/p?identiy=/k",
             "ssh://host/p%zz",
+            "ssh://host/p%+a",
+            "ssh://alice:secret@host/p",
+            "ssh://host/p?identity=/k/%+a",
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
