@@ -106,7 +106,8 @@ pub fn tool(name: &str) -> Option<PathBuf> {
         .chain(std::env::split_paths(&path))
         .chain(["/usr/local/sbin", "/usr/sbin", "/sbin"].map(PathBuf::from))
         .map(|d| d.join(name))
-        .find(|p| executable(p))
+        // Absolute: some tools (sshd) re-execute themselves by the path they were given.
+        .find(|p| p.is_absolute() && executable(p))
 }
 
 /// Tool NAME, or `None` after [`skip`]: "NAME is not installed (WHERE_FROM)".

@@ -9,18 +9,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub fn find_sshd() -> Option<PathBuf> {
-    // sshd must be started by absolute path (it re-executes itself), and it
-    // lives in an sbin directory that an ordinary user's PATH lacks.
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    ["/usr/sbin", "/usr/local/sbin", "/sbin"]
-        .iter()
-        .map(PathBuf::from)
-        .chain(std::env::split_paths(&path))
-        .map(|d| d.join("sshd"))
-        .find(|p| p.is_absolute() && p.is_file())
-}
-
 fn keygen(path: &Path) {
     let out = Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-C", "buildit-test", "-f"])
@@ -43,10 +31,8 @@ pub struct Sshd {
 impl Sshd {
     /// A running sshd, or `None` after `skip` says why (a failure under CI).
     pub fn start() -> Option<Sshd> {
-        let sshd = super::skip::or_skip(
-            find_sshd(),
-            "sshd is not installed (scripts/test.sh installs openssh-server)",
-        )?;
+        // By absolute path (sshd re-executes itself), which `tool` gives.
+        let sshd = super::skip::require_tool("sshd", "scripts/test.sh installs openssh-server")?;
         let root = nix::unistd::geteuid().is_root();
         if root && !Path::new("/run/sshd").is_dir() {
             // Its privilege separation directory, which the service's unit
