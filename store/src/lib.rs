@@ -14,6 +14,7 @@ pub mod nar;
 pub mod narinfo;
 pub mod nix32;
 pub mod path_info;
+pub mod references;
 pub mod signing;
 pub mod store_path;
 
