@@ -12,6 +12,7 @@ pub mod audit;
 pub mod cache;
 pub mod cli;
 pub mod debian;
+pub mod elf;
 pub mod fetch;
 pub mod image;
 pub mod io_util;

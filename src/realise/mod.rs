@@ -9,9 +9,9 @@
 pub mod buildroot;
 mod builtin;
 mod cancel;
+pub mod checks;
 pub mod events;
 pub mod log;
-pub mod outputs;
 mod sandboxed;
 pub use sandboxed::MERGED_USR;
 mod scheduler;

@@ -11,11 +11,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use buildit_store::references::scan_references;
 use buildit_store::{Derivation, Hash, PathInfo, StorePath};
 
+use super::checks::{check_needed, LibraryTree, MissingLibrary};
 use super::events::Event;
 use super::log::{create_log, tail, LogPump};
-use super::outputs::{check_needed, scan_references, LibraryTree, MissingLibrary};
 use super::{BuildError, Realiser};
 use crate::sandbox::{self, SandboxSpec};
 
