@@ -11,6 +11,7 @@
 pub mod audit;
 pub mod cache;
 pub mod cli;
+pub mod codec;
 pub mod debian;
 pub mod elf;
 pub mod fetch;

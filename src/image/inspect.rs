@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::layout::{Layout, LayoutError, MAX_DOCUMENT};
+use crate::codec::{sniffed_decoder, Codec};
 
 /// One layer (OCI) or the whole rootfs (ACI).
 #[derive(Debug, Serialize)]
@@ -171,30 +172,13 @@ fn inspect_oci(layout: &Layout, files: bool) -> Result<ImageInfo, LayoutError> {
 }
 
 fn layer_reader<'a>(r: impl Read + 'a, media_type: &str) -> io::Result<Box<dyn Read + 'a>> {
-    Ok(if media_type.ends_with("+gzip") {
-        Box::new(flate2::read::GzDecoder::new(r))
-    } else if media_type.ends_with("+zstd") {
-        Box::new(zstd::Decoder::new(r)?)
-    } else {
-        Box::new(r)
-    })
+    Codec::from_media_type(media_type).decoder(r)
 }
 
 fn inspect_aci(file: &Path, files: bool) -> Result<ImageInfo, LayoutError> {
     let io_err = io_at(file);
-    let mut magic = [0u8; 6];
-    let n = crate::io_util::read_full(&mut File::open(file).map_err(&io_err)?, &mut magic)
-        .map_err(&io_err)?;
     let f = BufReader::new(File::open(file).map_err(&io_err)?);
-    let reader: Box<dyn Read> = if n >= 2 && magic[..2] == [0x1f, 0x8b] {
-        Box::new(flate2::read::GzDecoder::new(f))
-    } else if n >= 6 && magic == [0xfd, b'7', b'z', b'X', b'Z', 0] {
-        Box::new(liblzma::read::XzDecoder::new(f))
-    } else if n >= 4 && magic[..4] == [0x28, 0xb5, 0x2f, 0xfd] {
-        Box::new(zstd::Decoder::new(f).map_err(&io_err)?)
-    } else {
-        Box::new(f)
-    };
+    let (_, reader) = sniffed_decoder(f).map_err(&io_err)?;
     // One pass: the manifest, the image ID (sha512 of the tar) and the paths.
     let mut hashing =
         buildit_store::hash::HashingReader::new(reader, buildit_store::HashAlgo::Sha512);
