@@ -1,59 +1,16 @@
-//! Compressed streams (gzip, xz, zstd) and archives (tar, ar: `.a` libraries and
-//! `.deb` packages) compared by member, recursing into members that differ.
+//! Archives (tar, ar: `.a` libraries and `.deb` packages) compared by member,
+//! members that differ explained in turn by the caller's `explain`.
 
 use std::collections::HashMap;
-use std::io::{self, Read};
+use std::io;
 
-use serde::Serialize;
+use object::read::archive::ArchiveFile;
 
-use super::content::{explain_bytes, read_capped, ContentDiff};
+use super::bytes::{ContentDiff, Explain, MemberChange, MemberDiff, MetaField};
 use super::DiffOptions;
 
 /// Differing members listed per archive; the rest are counted.
 const MAX_MEMBERS: usize = 200;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Codec {
-    Gzip,
-    Xz,
-    Zstd,
-}
-
-impl Codec {
-    pub(crate) fn sniff(d: &[u8]) -> Option<Codec> {
-        if d.starts_with(&[0x1f, 0x8b]) {
-            Some(Codec::Gzip)
-        } else if d.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
-            Some(Codec::Xz)
-        } else if d.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            Some(Codec::Zstd)
-        } else {
-            None
-        }
-    }
-
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Codec::Gzip => "gzip",
-            Codec::Xz => "xz",
-            Codec::Zstd => "zstd",
-        }
-    }
-
-    /// A streaming decoder over `r` (multi-member gzip and multi-stream xz too).
-    pub(crate) fn decoder<'a>(self, r: impl Read + 'a) -> io::Result<Box<dyn Read + 'a>> {
-        Ok(match self {
-            Codec::Gzip => Box::new(flate2::read::MultiGzDecoder::new(r)),
-            Codec::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(r)),
-            Codec::Zstd => Box::new(zstd::Decoder::new(r)?),
-        })
-    }
-}
-
-/// Decompress at most `cap` bytes; whether the stream was longer.
-pub(crate) fn decompress(codec: Codec, d: &[u8], cap: u64) -> io::Result<(Vec<u8>, bool)> {
-    read_capped(codec.decoder(d)?, cap)
-}
 
 /// "ustar" magic (POSIX and old GNU) in the first header.
 pub(crate) fn is_tar(d: &[u8]) -> bool {
@@ -64,42 +21,28 @@ pub(crate) fn is_ar(d: &[u8]) -> bool {
     d.starts_with(b"!<arch>\n")
 }
 
-/// One header field that differs, as text ("mode", "0644", "0755").
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct MetaField {
-    pub field: String,
-    pub from: String,
-    pub to: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct MemberDiff {
-    pub name: String,
-    #[serde(flatten)]
-    pub change: MemberChange,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "change", rename_all = "snake_case")]
-pub enum MemberChange {
-    Added {
-        size: u64,
-    },
-    Removed {
-        size: u64,
-    },
-    Changed {
-        meta: Vec<MetaField>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        content: Option<Box<ContentDiff>>,
-    },
-}
-
 /// A member's header fields, in display order, and its data.
 struct Member<'a> {
     name: String,
     fields: Vec<(&'static str, String)>,
-    data: &'a [u8],
+    data: Data<'a>,
+}
+
+/// Member data: a slice of the archive, or made up (an ar symbol table's listing).
+enum Data<'a> {
+    Borrowed(&'a [u8]),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for Data<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Data::Borrowed(d) => d,
+            Data::Owned(d) => d,
+        }
+    }
 }
 
 fn tar_members(d: &[u8]) -> io::Result<Vec<Member<'_>>> {
@@ -136,85 +79,76 @@ fn tar_members(d: &[u8]) -> io::Result<Vec<Member<'_>>> {
         out.push(Member {
             name: e.path()?.to_string_lossy().into_owned(),
             fields,
-            data,
+            data: Data::Borrowed(data),
         });
     }
     Ok(out)
 }
 
-/// The members of an ar archive: GNU and BSD long names, symbol tables shown as
-/// "(symbol table)". `None` if malformed.
+/// The members of an ar archive, read by `object` (GNU and BSD long names). The
+/// symbol table, which `object` keeps to itself, is one more member, "(symbol
+/// table)", listed as the symbol names it holds: a change in the symbols is what
+/// matters, and its offsets move whenever any member's size does. `None` if
+/// malformed.
 fn ar_members(d: &[u8]) -> Option<Vec<Member<'_>>> {
+    let file = ArchiveFile::parse(d).ok()?;
     let mut out = Vec::new();
-    let mut long_names: &[u8] = &[];
-    let mut pos = 8;
-    while pos < d.len() {
-        // A lone padding newline may end the archive.
-        if d.len() - pos < 60 {
-            return d[pos..].iter().all(|&c| c == b'\n').then_some(out);
+    if let Some(symbols) = file.symbols().ok()? {
+        let mut listing = Vec::new();
+        for s in symbols {
+            listing.extend_from_slice(s.ok()?.name());
+            listing.push(b'\n');
         }
-        let h = &d[pos..pos + 60];
-        if &h[58..60] != b"`\n" {
-            return None;
-        }
-        let text = |r: std::ops::Range<usize>| String::from_utf8_lossy(&h[r]).trim().to_string();
-        let size: usize = text(48..58).parse().ok()?;
-        let mut data = d.get(pos + 60..(pos + 60).checked_add(size)?)?;
-        let raw = text(0..16);
-        let name =
-            if raw == "/" || raw == "/SYM64/" || raw == "__.SYMDEF" || raw == "__.SYMDEF SORTED" {
-                "(symbol table)".to_string()
-            } else if raw == "//" {
-                long_names = data;
-                pos += 60 + size + (size & 1);
-                continue;
-            } else if let Some(off) = raw.strip_prefix('/').and_then(|n| n.parse::<usize>().ok()) {
-                let rest = long_names.get(off..)?;
-                let end = rest.iter().position(|&c| c == b'\n').unwrap_or(rest.len());
-                let n = String::from_utf8_lossy(&rest[..end]);
-                n.strip_suffix('/').unwrap_or(&n).to_string()
-            } else if let Some(len) = raw
-                .strip_prefix("#1/")
-                .and_then(|n| n.parse::<usize>().ok())
-            {
-                let n = data.get(..len)?;
-                data = &data[len..];
-                String::from_utf8_lossy(n)
-                    .trim_end_matches('\0')
-                    .to_string()
-            } else {
-                raw.strip_suffix('/').unwrap_or(&raw).to_string()
-            };
-        let mode = u32::from_str_radix(&text(40..48), 8).unwrap_or(0);
         out.push(Member {
-            name,
+            name: "(symbol table)".into(),
+            fields: vec![(
+                "symbols",
+                listing.iter().filter(|&&c| c == b'\n').count().to_string(),
+            )],
+            data: Data::Owned(listing),
+        });
+    }
+    let number = |n: Option<u64>| n.map(|n| n.to_string()).unwrap_or_default();
+    for m in file.members() {
+        let m = m.ok()?;
+        let data = m.data(d).ok()?;
+        out.push(Member {
+            name: String::from_utf8_lossy(m.name()).into_owned(),
             fields: vec![
-                ("mtime", text(16..28)),
-                ("uid", text(28..34)),
-                ("gid", text(34..40)),
-                ("mode", format!("{:04o}", mode & 0o7777)),
+                ("mtime", number(m.date())),
+                ("uid", number(m.uid())),
+                ("gid", number(m.gid())),
+                ("mode", format!("{:04o}", m.mode().unwrap_or(0) & 0o7777)),
                 ("size", data.len().to_string()),
             ],
-            data,
+            data: Data::Borrowed(data),
         });
-        pos += 60 + size + (size & 1);
     }
     Some(out)
 }
 
+/// `None` if either side is not a readable tar.
 pub(crate) fn diff_tar(
     a: &[u8],
     b: &[u8],
     opts: &DiffOptions,
     depth: usize,
+    explain: &Explain,
 ) -> Option<ContentDiff> {
     let (ma, mb) = (tar_members(a).ok()?, tar_members(b).ok()?);
-    Some(diff_members("tar", ma, mb, opts, depth))
+    Some(diff_members("tar", ma, mb, opts, depth, explain))
 }
 
-pub(crate) fn diff_ar(a: &[u8], b: &[u8], opts: &DiffOptions, depth: usize) -> Option<ContentDiff> {
+/// `None` if either side is not a readable ar archive.
+pub(crate) fn diff_ar(
+    a: &[u8],
+    b: &[u8],
+    opts: &DiffOptions,
+    depth: usize,
+    explain: &Explain,
+) -> Option<ContentDiff> {
     let (ma, mb) = (ar_members(a)?, ar_members(b)?);
-    Some(diff_members("ar", ma, mb, opts, depth))
+    Some(diff_members("ar", ma, mb, opts, depth, explain))
 }
 
 /// Members paired by name (and occurrence, since both formats allow a name twice),
@@ -225,6 +159,7 @@ fn diff_members(
     mb: Vec<Member<'_>>,
     opts: &DiffOptions,
     depth: usize,
+    explain: &Explain,
 ) -> ContentDiff {
     let key = |ms: &[Member<'_>]| {
         let mut seen: HashMap<String, usize> = HashMap::new();
@@ -280,7 +215,7 @@ fn diff_members(
             }
         }
         let content =
-            (x.data != y.data).then(|| Box::new(explain_bytes(x.data, y.data, opts, depth + 1)));
+            (*x.data != *y.data).then(|| Box::new(explain(&x.data, &y.data, opts, depth + 1)));
         if meta.is_empty() && content.is_none() {
             same += 1;
         } else {

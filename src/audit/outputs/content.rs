@@ -2,18 +2,16 @@
 //! archives are opened and their members compared (recursively), ELF files by
 //! section and symbol, text by a unified diff, anything else by hexdump windows.
 
-use std::fs::File;
-use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
 
-use serde::Serialize;
 use similar::{ChangeTag, DiffTag, TextDiff};
 
-use super::archive::{self, Codec, MemberDiff};
-use super::elf::{self, SectionDiff, SymbolDiff};
-use super::read_full;
+use super::archive;
+use super::bytes::{hex_diff, stream_hex, ContentDiff};
+use super::elf;
 use super::{io_at, DiffOptions, OutputDiffError};
+use crate::codec::Codec;
 
 /// Containers nested deeper than this (a .deb holding a tar.xz holding a .a holding
 /// an ELF is 4) are shown as bytes.
@@ -31,83 +29,6 @@ const MAX_LINE_CHARS: usize = 300;
 
 /// A pathological pair must not stall the whole diff in Myers' worst case.
 const TEXT_DIFF_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Context rows around differing hexdump rows, and the most rows in one window.
-const HEX_CONTEXT_ROWS: usize = 1;
-const HEX_MAX_ROWS: usize = 8;
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum ContentDiff {
-    Text {
-        /// Changed lines of the second file ("12", "12–14, 40"); pure deletions
-        /// by the first file's line numbers, marked "(deleted)".
-        lines: String,
-        /// Unified diff lines, hunk headers included.
-        diff: Vec<String>,
-        /// Diff lines left out beyond the cap.
-        omitted: usize,
-    },
-    Binary {
-        size_a: u64,
-        size_b: u64,
-        /// Bytes that differ at the same offset, plus the length difference.
-        differing_bytes: u64,
-        windows: Vec<HexWindow>,
-        /// More differing regions exist than windows shown.
-        more: bool,
-    },
-    Compressed {
-        /// "gzip", "xz", "zstd".
-        format: String,
-        /// `None`: the decompressed bytes are equal (only the framing differs, e.g.
-        /// gzip's mtime or file name).
-        inner: Option<Box<ContentDiff>>,
-        /// The streams were cut at the in-memory cap before comparing.
-        truncated: bool,
-    },
-    Archive {
-        /// "tar", "ar".
-        format: String,
-        members: Vec<MemberDiff>,
-        /// Differing members left out of `members`.
-        omitted: usize,
-        /// Members equal on both sides.
-        same: usize,
-    },
-    Elf {
-        sections: Vec<SectionDiff>,
-        symbols: Vec<SymbolDiff>,
-        omitted_symbols: usize,
-        /// GNU build IDs (hex) of both files, when they differ.
-        #[serde(skip_serializing_if = "Option::is_none")]
-        build_id: Option<[String; 2]>,
-        /// Set when no section or symbol differs: the headers differ, shown as bytes.
-        #[serde(skip_serializing_if = "Option::is_none")]
-        headers: Option<Box<ContentDiff>>,
-    },
-}
-
-/// Consecutive hexdump rows around differing bytes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct HexWindow {
-    pub offset: u64,
-    pub rows: Vec<HexRow>,
-}
-
-/// 16 bytes at `offset`: hex and printable ASCII, of each side (empty past its end).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct HexRow {
-    pub offset: u64,
-    pub a: String,
-    pub b: String,
-}
-
-impl HexRow {
-    pub fn differs(&self) -> bool {
-        self.a != self.b
-    }
-}
 
 /// Explain two regular files that differ.
 pub(crate) fn explain_files(
@@ -144,31 +65,30 @@ pub(crate) fn explain_bytes(a: &[u8], b: &[u8], opts: &DiffOptions, depth: usize
 }
 
 fn explain_container(a: &[u8], b: &[u8], opts: &DiffOptions, depth: usize) -> Option<ContentDiff> {
-    if let (Some(ca), Some(cb)) = (Codec::sniff(a), Codec::sniff(b)) {
-        if ca == cb {
-            // A corrupt stream is shown as the bytes it is.
-            let (da, ta) = archive::decompress(ca, a, MAX_IN_MEMORY).ok()?;
-            let (db, tb) = archive::decompress(cb, b, MAX_IN_MEMORY).ok()?;
-            let inner = (da != db).then(|| Box::new(explain_bytes(&da, &db, opts, depth + 1)));
-            return Some(ContentDiff::Compressed {
-                format: ca.name().into(),
-                inner,
-                truncated: ta || tb,
-            });
-        }
+    let (ca, cb) = (Codec::sniff(a), Codec::sniff(b));
+    if ca != Codec::None && ca == cb {
+        // A corrupt stream is shown as the bytes it is.
+        let (da, ta) = ca.decompress_capped(a, MAX_IN_MEMORY).ok()?;
+        let (db, tb) = cb.decompress_capped(b, MAX_IN_MEMORY).ok()?;
+        let inner = (da != db).then(|| Box::new(explain_bytes(&da, &db, opts, depth + 1)));
+        return Some(ContentDiff::Compressed {
+            format: ca.name().into(),
+            inner,
+            truncated: ta || tb,
+        });
     }
     if archive::is_tar(a) && archive::is_tar(b) {
-        if let Some(d) = archive::diff_tar(a, b, opts, depth) {
+        if let Some(d) = archive::diff_tar(a, b, opts, depth, &explain_bytes) {
             return Some(d);
         }
     }
     if archive::is_ar(a) && archive::is_ar(b) {
-        if let Some(d) = archive::diff_ar(a, b, opts, depth) {
+        if let Some(d) = archive::diff_ar(a, b, opts, depth, &explain_bytes) {
             return Some(d);
         }
     }
-    if elf::is_elf(a) && elf::is_elf(b) {
-        return elf::diff_elf(a, b, opts, depth);
+    if crate::elf::is_elf(a) && crate::elf::is_elf(b) {
+        return elf::diff_elf(a, b, opts, depth, &explain_bytes);
     }
     None
 }
@@ -255,145 +175,6 @@ fn clip(s: &str) -> String {
     }
 }
 
-/// Collects hexdump windows over one or more aligned chunks of both sides.
-struct HexState {
-    windows: Vec<HexWindow>,
-    max: usize,
-    more: bool,
-    differing: u64,
-}
-
-impl HexState {
-    fn new(max: usize) -> HexState {
-        HexState {
-            windows: Vec::new(),
-            max,
-            more: false,
-            differing: 0,
-        }
-    }
-
-    /// `a` and `b` start at `base` (a multiple of 16) and are equally long except
-    /// at the end of the shorter file. Windows do not cross chunk boundaries.
-    fn feed(&mut self, base: u64, a: &[u8], b: &[u8]) {
-        let common = a.len().min(b.len());
-        let longest = a.len().max(b.len());
-        self.differing += (longest - common) as u64;
-        let rows = longest.div_ceil(16);
-        let mut diff_rows = Vec::new();
-        for r in 0..rows {
-            let (x, y) = (row(a, r), row(b, r));
-            if x != y {
-                self.differing += x.iter().zip(y).filter(|(p, q)| p != q).count() as u64;
-                diff_rows.push(r);
-            }
-        }
-        let mut k = 0;
-        while k < diff_rows.len() {
-            if self.windows.len() >= self.max {
-                self.more = true;
-                return;
-            }
-            let first = diff_rows[k];
-            let start = first.saturating_sub(HEX_CONTEXT_ROWS);
-            // Extend over differing rows close enough to share context.
-            let mut last = first;
-            k += 1;
-            while k < diff_rows.len()
-                && diff_rows[k] <= last + 2 * HEX_CONTEXT_ROWS + 1
-                && diff_rows[k] + HEX_CONTEXT_ROWS < start + HEX_MAX_ROWS
-            {
-                last = diff_rows[k];
-                k += 1;
-            }
-            let end = (last + HEX_CONTEXT_ROWS + 1).min(rows);
-            let rows: Vec<HexRow> = (start..end)
-                .map(|r| HexRow {
-                    offset: base + (r * 16) as u64,
-                    a: hex_row(row(a, r)),
-                    b: hex_row(row(b, r)),
-                })
-                .collect();
-            self.windows.push(HexWindow {
-                offset: base + (first * 16) as u64,
-                rows,
-            });
-        }
-    }
-}
-
-/// Row `r` (16 bytes) of `d`, short or empty at its end.
-fn row(d: &[u8], r: usize) -> &[u8] {
-    let s = (r * 16).min(d.len());
-    &d[s..(s + 16).min(d.len())]
-}
-
-fn hex_row(d: &[u8]) -> String {
-    if d.is_empty() {
-        return String::new();
-    }
-    let mut s = String::with_capacity(70);
-    for i in 0..16 {
-        match d.get(i) {
-            Some(x) => s.push_str(&format!("{x:02x} ")),
-            None => s.push_str("   "),
-        }
-        if i == 7 {
-            s.push(' ');
-        }
-    }
-    s.push('|');
-    s.extend(d.iter().map(|&c| {
-        if c.is_ascii_graphic() || c == b' ' {
-            c as char
-        } else {
-            '.'
-        }
-    }));
-    s.push('|');
-    s
-}
-
-pub(crate) fn hex_diff(a: &[u8], b: &[u8], opts: &DiffOptions) -> ContentDiff {
-    let mut st = HexState::new(opts.max_hex_windows);
-    st.feed(0, a, b);
-    ContentDiff::Binary {
-        size_a: a.len() as u64,
-        size_b: b.len() as u64,
-        differing_bytes: st.differing,
-        windows: st.windows,
-        more: st.more,
-    }
-}
-
-/// Hexdump windows of files too large to hold, read in aligned chunks.
-fn stream_hex(a: &Path, b: &Path, opts: &DiffOptions) -> Result<ContentDiff, OutputDiffError> {
-    const CHUNK: usize = 1 << 20;
-    let mut fa = File::open(a).map_err(io_at(a))?;
-    let mut fb = File::open(b).map_err(io_at(b))?;
-    let (mut ba, mut bb) = (vec![0u8; CHUNK], vec![0u8; CHUNK]);
-    let mut st = HexState::new(opts.max_hex_windows);
-    let (mut sa, mut sb, mut base) = (0u64, 0u64, 0u64);
-    loop {
-        let na = read_full(&mut fa, &mut ba).map_err(io_at(a))?;
-        let nb = read_full(&mut fb, &mut bb).map_err(io_at(b))?;
-        if na == 0 && nb == 0 {
-            break;
-        }
-        sa += na as u64;
-        sb += nb as u64;
-        st.feed(base, &ba[..na], &bb[..nb]);
-        base += CHUNK as u64;
-    }
-    Ok(ContentDiff::Binary {
-        size_a: sa,
-        size_b: sb,
-        differing_bytes: st.differing,
-        windows: st.windows,
-        more: st.more,
-    })
-}
-
 /// Pretty-printed, key-sorted JSON of both documents compared as text; `None`
 /// when equal.
 pub(crate) fn json_diff(
@@ -410,20 +191,9 @@ pub(crate) fn json_diff(
     (ta != tb).then(|| text_diff(&ta, &tb, opts))
 }
 
-/// Read at most `cap` bytes; whether more were left.
-pub(crate) fn read_capped(r: impl Read, cap: u64) -> std::io::Result<(Vec<u8>, bool)> {
-    let mut out = Vec::new();
-    let n = r.take(cap + 1).read_to_end(&mut out)?;
-    if n as u64 > cap {
-        out.truncate(cap as usize);
-        return Ok((out, true));
-    }
-    Ok((out, false))
-}
-
 #[cfg(test)]
 mod tests {
-    use super::super::archive::{MemberChange, MetaField};
+    use super::super::bytes::{MemberChange, MetaField};
     use super::*;
     use std::io::Write;
 
@@ -681,6 +451,79 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// A GNU archive as `ar` writes one: the symbol table ("/": count, member
+    /// offsets, names), then the long-name table ("//"), then the members.
+    fn gnu_ar(symbols: &[&str], long_name: &str, data: &[u8]) -> Vec<u8> {
+        let header = |name: &str, len: usize| {
+            let h = format!(
+                "{name:<16}{:<12}{:<6}{:<6}{:<8}{len:<10}`\n",
+                0, 0, 0, "100644"
+            );
+            assert_eq!(h.len(), 60);
+            h.into_bytes()
+        };
+        let mut table = (symbols.len() as u32).to_be_bytes().to_vec();
+        let names: Vec<u8> = symbols
+            .iter()
+            .flat_map(|s| [s.as_bytes(), b"\0"].concat())
+            .collect();
+        let table_len = 4 + 4 * symbols.len() + names.len();
+        let longs = format!("{long_name}/\n");
+        let member_at =
+            8 + 60 + table_len.next_multiple_of(2) + 60 + longs.len().next_multiple_of(2);
+        for _ in symbols {
+            table.extend_from_slice(&(member_at as u32).to_be_bytes());
+        }
+        table.extend_from_slice(&names);
+        let mut out = b"!<arch>\n".to_vec();
+        for (name, body) in [
+            ("/", table),
+            ("//", longs.into_bytes()),
+            ("/0", data.to_vec()),
+        ] {
+            out.extend(header(name, body.len()));
+            out.extend_from_slice(&body);
+            if body.len() % 2 == 1 {
+                out.push(b'\n');
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn ar_long_names_and_symbol_tables_through_object() {
+        let long = "a-member-name-longer-than-sixteen.o";
+        let a = gnu_ar(&["f", "g"], long, b"one\n");
+        let b = gnu_ar(&["f", "h"], long, b"two\n");
+        let d = explain_bytes(&a, &b, &DiffOptions::default(), 0);
+        let ContentDiff::Archive { members, same, .. } = &d else {
+            panic!("{d:?}")
+        };
+        assert_eq!(*same, 0);
+        let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["(symbol table)", long]);
+        match &members[0].change {
+            MemberChange::Changed {
+                content: Some(c), ..
+            } => assert!(
+                matches!(&**c, ContentDiff::Text { diff, .. } if diff.contains(&"+h".to_string())),
+                "{c:?}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        // Only the member changed: the symbol table's listing is the same.
+        let c = gnu_ar(&["f", "g"], long, b"three\n");
+        let d = explain_bytes(&a, &c, &DiffOptions::default(), 0);
+        assert!(
+            matches!(&d, ContentDiff::Archive { members, same: 1, .. } if members.len() == 1),
+            "{d:?}"
+        );
+        // A member running past the end is no archive: shown as bytes.
+        let cut = &a[..a.len() - 2];
+        let d = explain_bytes(cut, &b, &DiffOptions::default(), 0);
+        assert!(matches!(d, ContentDiff::Binary { .. }), "{d:?}");
     }
 
     #[test]

@@ -4,9 +4,10 @@
 use std::collections::HashMap;
 
 use object::{Object, ObjectSection, ObjectSymbol};
-use serde::Serialize;
 
-use super::content::{explain_bytes, hex_diff, ContentDiff};
+use super::bytes::{
+    hex_diff, ContentDiff, Explain, SectionDiff, SectionLoc, SymbolDiff, SymbolLoc,
+};
 use super::DiffOptions;
 
 /// Symbol differences listed per file: one changed function shifts every later
@@ -16,52 +17,14 @@ const MAX_SYMBOLS: usize = 50;
 /// Differing sections whose bytes are shown too.
 const MAX_SECTION_DETAILS: usize = 3;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct SectionLoc {
-    /// In the file; `None` for sections without file data (`.bss`).
-    pub offset: Option<u64>,
-    pub size: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SectionDiff {
-    pub name: String,
-    /// `None`: the section is only in the other file.
-    pub a: Option<SectionLoc>,
-    pub b: Option<SectionLoc>,
-    /// First differing byte, relative to the section's start.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub first_difference: Option<u64>,
-    /// The section's bytes explained, for the first few differing sections.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub detail: Option<Box<ContentDiff>>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct SymbolLoc {
-    pub value: u64,
-    pub size: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SymbolDiff {
-    /// "symtab" or "dynsym".
-    pub table: String,
-    pub name: String,
-    pub a: Option<SymbolLoc>,
-    pub b: Option<SymbolLoc>,
-}
-
-pub(crate) fn is_elf(d: &[u8]) -> bool {
-    d.starts_with(b"\x7fELF")
-}
-
-/// `None` if either side does not parse as ELF.
+/// `None` if either side does not parse as ELF. Differing sections' bytes are
+/// explained by `explain`.
 pub(crate) fn diff_elf(
     a: &[u8],
     b: &[u8],
     opts: &DiffOptions,
     depth: usize,
+    explain: &Explain,
 ) -> Option<ContentDiff> {
     let fa = object::File::parse(a).ok()?;
     let fb = object::File::parse(b).ok()?;
@@ -107,7 +70,7 @@ pub(crate) fn diff_elf(
     {
         let (da, db) = (section_data(&sa, &s.name), section_data(&sb, &s.name));
         if da != db {
-            s.detail = Some(Box::new(explain_bytes(da, db, &detail_opts, depth + 1)));
+            s.detail = Some(Box::new(explain(da, db, &detail_opts, depth + 1)));
         }
     }
 

@@ -12,6 +12,7 @@
 //! at the first difference); only changed files are read again to explain them.
 
 mod archive;
+mod bytes;
 mod content;
 mod elf;
 mod operand;
@@ -25,9 +26,10 @@ use std::process::{Command, ExitStatus};
 use serde::Serialize;
 use thiserror::Error;
 
-pub use archive::{MemberChange, MemberDiff, MetaField};
-pub use content::{ContentDiff, HexRow, HexWindow};
-pub use elf::{SectionDiff, SectionLoc, SymbolDiff, SymbolLoc};
+pub use bytes::{
+    ContentDiff, HexRow, HexWindow, MemberChange, MemberDiff, MetaField, SectionDiff, SectionLoc,
+    SymbolDiff, SymbolLoc,
+};
 pub use operand::{classify, Operand};
 pub use tree::{diff_trees, EntryChange, EntryDiff, EntryKind, MetaChange, TreeDiff};
 

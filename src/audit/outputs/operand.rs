@@ -4,17 +4,17 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufReader, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
 use serde_json::Value;
 
-use super::archive::Codec;
 use super::content::json_diff;
 use super::read_full;
 use super::tree::{diff_trees, TreeDiff};
 use super::{invalid, io_at, DiffOptions, OutputDiff, OutputDiffError, PartChange, PartDiff};
+use crate::codec::{sniffed_decoder, Codec};
 use crate::image::layout::{Layout, MAX_DOCUMENT};
 
 const NAR_MAGIC: &[u8] = b"\x0d\0\0\0\0\0\0\0nix-archive-1";
@@ -109,7 +109,8 @@ fn sniff_tar(path: &Path, head: &[u8]) -> io::Result<Option<TarKind>> {
             _ => {}
         }
     };
-    if let Some(codec) = Codec::sniff(head) {
+    let codec = Codec::sniff(head);
+    if codec != Codec::None {
         let mut ar = tar::Archive::new(codec.decoder(BufReader::new(file))?);
         for e in ar.entries()?.take(SNIFF_ENTRIES) {
             note(&e?.path()?);
@@ -502,13 +503,9 @@ fn oci_image(
 
 fn aci_image(p: &Path) -> Result<Image, OutputDiffError> {
     let s = Scratch::new()?;
-    let mut head = [0u8; 8];
-    let n = read_full(&mut File::open(p).map_err(io_at(p))?, &mut head).map_err(io_at(p))?;
     let f = BufReader::with_capacity(1 << 20, File::open(p).map_err(io_at(p))?);
-    match Codec::sniff(&head[..n]) {
-        Some(c) => unpack_tar(c.decoder(f).map_err(io_at(p))?, s.path(), p)?,
-        None => unpack_tar(f, s.path(), p)?,
-    }
+    let (_, tar) = sniffed_decoder(f).map_err(io_at(p))?;
+    unpack_tar(tar, s.path(), p)?;
     let manifest = read_json(&s.path().join("manifest"))?;
     let rootfs = s.path().join("rootfs");
     if !rootfs.is_dir() {
@@ -777,14 +774,10 @@ fn with_blob<T>(
     let mut blob = layout.open_blob(&b.desc)?;
     let origin = b.layout.join(blob.name());
     let result = {
-        let mut r = BufReader::with_capacity(1 << 20, &mut blob);
-        match r.fill_buf().map(Codec::sniff) {
+        let r = BufReader::with_capacity(1 << 20, &mut blob);
+        match sniffed_decoder(r) {
+            Ok((_, mut d)) => f(&mut d, &origin),
             Err(e) => Err(io_at(&origin)(e)),
-            Ok(Some(c)) => match c.decoder(r) {
-                Ok(mut d) => f(&mut d, &origin),
-                Err(e) => Err(io_at(&origin)(e)),
-            },
-            Ok(None) => f(&mut r, &origin),
         }
     };
     match result {

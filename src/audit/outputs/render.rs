@@ -3,8 +3,8 @@
 
 use std::fmt::{self, Write};
 
-use super::archive::MemberChange;
-use super::content::ContentDiff;
+use super::bytes::ContentDiff;
+use super::bytes::MemberChange;
 use super::tree::{EntryChange, EntryKind, MetaChange, TreeDiff};
 use super::{OutputDiff, PartChange, PartDiff};
 

@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::Serialize;
 
-use super::content::{self, ContentDiff};
+use super::bytes::ContentDiff;
+use super::content;
 use super::{io_at, DiffOptions, OutputDiffError};
 
 /// Large reads keep the disk streaming; two buffers per worker.
