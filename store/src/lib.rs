@@ -16,6 +16,7 @@ pub mod nix32;
 pub mod path_info;
 pub mod signing;
 pub mod store_path;
+pub mod usrmerge;
 
 pub use content_address::{ContentAddress, FileIngestion};
 pub use derivation::{Derivation, DerivationOutput};
