@@ -157,93 +157,22 @@ fn c_identifier(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-/// SemVer 2.0.0: `MAJOR.MINOR.PATCH[-PRE][+BUILD]`, numbers without leading zeros.
+/// SemVer 2.0.0 (`MAJOR.MINOR.PATCH[-PRE][+BUILD]`, no leading zeros), as appc's
+/// AC Version type wants; the core numbers, for the release check.
 fn semver(s: &str) -> Option<(u64, u64, u64)> {
-    let (rest, build) = match s.split_once('+') {
-        Some((r, b)) => (r, Some(b)),
-        None => (s, None),
-    };
-    let (core, pre) = match rest.split_once('-') {
-        Some((c, p)) => (c, Some(p)),
-        None => (rest, None),
-    };
-    let numeric = |p: &str| {
-        !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && (p == "0" || !p.starts_with('0'))
-    };
-    let ident =
-        |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
-    if let Some(pre) = pre {
-        let ok = pre
-            .split('.')
-            .all(|p| ident(p) && (!p.bytes().all(|b| b.is_ascii_digit()) || numeric(p)));
-        if !ok {
-            return None;
-        }
-    }
-    if let Some(build) = build {
-        if !build.split('.').all(ident) {
-            return None;
-        }
-    }
-    let parts: Vec<&str> = core.split('.').collect();
-    if parts.len() != 3 || !parts.iter().all(|p| numeric(p)) {
-        return None;
-    }
-    Some((
-        parts[0].parse().ok()?,
-        parts[1].parse().ok()?,
-        parts[2].parse().ok()?,
-    ))
+    let v = semver::Version::parse(s).ok()?;
+    Some((v.major, v.minor, v.patch))
 }
 
-/// RFC 3339 `date-time` (what appc's `created` annotation must be; Go's
-/// `time.RFC3339` layout, so an upper-case `T` and `Z`).
+/// RFC 3339 `date-time`, what appc's `created` annotation must be. appc reads it
+/// with Go's `time.RFC3339` layout, which is stricter than the RFC (and chrono) in
+/// three ways kept here: an upper-case `T` and `Z` only, and no leap second.
 fn rfc3339(s: &str) -> bool {
-    let b = s.as_bytes();
-    let digits = |r: std::ops::Range<usize>| {
-        b.get(r.clone())
-            .is_some_and(|d| d.iter().all(u8::is_ascii_digit))
-            && s[r].parse::<u32>().is_ok()
-    };
-    let num = |r: std::ops::Range<usize>| s[r].parse::<u32>().unwrap_or(99);
-    if b.len() < 20
-        || !(digits(0..4) && digits(5..7) && digits(8..10))
-        || !(digits(11..13) && digits(14..16) && digits(17..19))
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || b[10] != b'T'
-        || b[13] != b':'
-        || b[16] != b':'
-    {
-        return false;
-    }
-    if !(1..=12).contains(&num(5..7))
-        || !(1..=31).contains(&num(8..10))
-        || num(11..13) > 23
-        || num(14..16) > 59
-        || num(17..19) > 59
-    {
-        return false;
-    }
-    let mut rest = &s[19..];
-    if let Some(frac) = rest.strip_prefix('.') {
-        let n = frac.bytes().take_while(u8::is_ascii_digit).count();
-        if n == 0 {
-            return false;
-        }
-        rest = &frac[n..];
-    }
-    if rest == "Z" {
-        return true;
-    }
-    let z = rest.as_bytes();
-    z.len() == 6
-        && (z[0] == b'+' || z[0] == b'-')
-        && z[1..3].iter().all(u8::is_ascii_digit)
-        && z[3] == b':'
-        && z[4..6].iter().all(u8::is_ascii_digit)
-        && rest[1..3].parse::<u32>().is_ok_and(|h| h < 24)
-        && rest[4..6].parse::<u32>().is_ok_and(|m| m < 60)
+    chrono::DateTime::parse_from_rfc3339(s).is_ok()
+        && s.as_bytes().get(10) == Some(&b'T')
+        && !s.ends_with('z')
+        // Parsed, so bytes 0..19 are ASCII.
+        && s.get(17..19) != Some("60")
 }
 
 fn http_url(s: &str) -> bool {
@@ -1207,6 +1136,16 @@ mod tests {
         );
         one_problem(
             &f,
+            |m| m["annotations"][1]["value"] = json!("2023-02-31T12:00:00Z"),
+            "annotations[1].value '2023-02-31T12:00:00Z' must be an RFC 3339 date-time",
+        );
+        one_problem(
+            &f,
+            |m| m["acVersion"] = json!("0.8.011"),
+            "acVersion '0.8.011' must be a semantic version",
+        );
+        one_problem(
+            &f,
             |m| m["annotations"][2]["name"] = json!("authors"),
             "annotations[2].name 'authors' repeats annotations[0].name",
         );
@@ -1299,14 +1238,37 @@ mod tests {
         assert_eq!(semver("0.8.11"), Some((0, 8, 11)));
         assert_eq!(semver("0.8.11+git"), Some((0, 8, 11)));
         assert_eq!(semver("1.0.0-rc.1"), Some((1, 0, 0)));
-        for bad in ["0.8", "08.1.1", "0.8.1-", "0.8.1-01", "v0.8.1", "0.8.1.2"] {
+        assert_eq!(semver("0.8.0-alpha.1+001"), Some((0, 8, 0)));
+        for bad in [
+            "0.8",
+            "08.1.1",
+            "0.8.01",
+            "0.8.1-",
+            "0.8.1+",
+            "0.8.1-01",
+            "0.8.1-a..b",
+            "0.8.1-a_b",
+            "v0.8.1",
+            "0.8.1.2",
+            " 0.8.1",
+        ] {
             assert_eq!(semver(bad), None, "{bad}");
         }
         assert!(rfc3339("2014-10-27T19:32:27.67021798Z"));
         assert!(rfc3339("2015-05-18T13:49:28-04:00"));
+        assert!(rfc3339("2024-02-29T00:00:00Z"));
         for bad in [
             "2014-10-27",
             "2014-13-27T19:32:27Z",
+            // The calendar is checked, not just the ranges of the fields.
+            "2023-02-31T12:00:00Z",
+            "2023-02-29T12:00:00Z",
+            // Go's layout: upper-case separators, no leap second.
+            "2014-10-27t19:32:27Z",
+            "2014-10-27T19:32:27z",
+            "2016-12-31T23:59:60Z",
+            "2014-10-27T19:32:27.Z",
+            "2014-10-27T19:32:27+24:00",
             "2014-10-27 19:32:27Z",
             "2014-10-27T19:32:27",
         ] {
