@@ -7,6 +7,7 @@ use super::ar::ArReader;
 use super::stream::MemberStream;
 use super::usrmerge::{fold, normalise};
 use super::{DebControl, DebError};
+use crate::debian::deb822::{self, Dialect};
 
 /// The control files are read into memory; real ones are at most a few MB
 /// (md5sums of large packages), so anything bigger is a hostile package.
@@ -216,47 +217,14 @@ fn read_control_member(ar: &mut ArReader, member: &str) -> Result<DebControl, De
     })
 }
 
-/// Parse one deb822 stanza (a binary package's control file).
+/// Parse a binary package's control file: one deb822 stanza as dpkg reads it.
 pub fn parse_control(text: &str) -> Result<Vec<(String, String)>, String> {
-    let mut fields: Vec<(String, String)> = Vec::new();
-    let mut ended = false;
-    for (n, line) in text.lines().enumerate() {
-        let lineno = n + 1;
-        if line.trim().is_empty() {
-            ended = !fields.is_empty();
-            continue;
-        }
-        if ended {
-            return Err(format!(
-                "line {lineno}: a second stanza (a binary package has one)"
-            ));
-        }
-        if line.starts_with([' ', '\t']) {
-            let Some((_, value)) = fields.last_mut() else {
-                return Err(format!("line {lineno}: continuation line before any field"));
-            };
-            value.push('\n');
-            value.push_str(line.trim_end());
-            continue;
-        }
-        let Some((name, value)) = line.split_once(':') else {
-            return Err(format!("line {lineno}: expected `Field: value`"));
-        };
-        let valid_name = !name.is_empty()
-            && !name.starts_with(['#', '-'])
-            && name.bytes().all(|b| b.is_ascii_graphic() && b != b':');
-        if !valid_name {
-            return Err(format!("line {lineno}: invalid field name {name:?}"));
-        }
-        if fields.iter().any(|(k, _)| k.eq_ignore_ascii_case(name)) {
-            return Err(format!("line {lineno}: field {name} appears twice"));
-        }
-        fields.push((name.to_string(), value.trim().to_string()));
+    let mut paragraphs = deb822::parse(text, Dialect::Control).map_err(|e| e.to_string())?;
+    // The control dialect stops at a second paragraph, so there is at most one.
+    match paragraphs.pop() {
+        Some(p) => Ok(p.fields),
+        None => Err("the control file is empty".into()),
     }
-    if fields.is_empty() {
-        return Err("the control file is empty".into());
-    }
-    Ok(fields)
 }
 
 /// `md5  path` lines → `(/folded/path, md5)`.
