@@ -6,7 +6,7 @@ use std::io::Read;
 use super::ar::ArReader;
 use super::stream::MemberStream;
 use super::usrmerge::{fold, normalise};
-use super::{DebControl, DebError};
+use super::{DebControl, DebError, DebMeta};
 use crate::debian::deb822::{self, Dialect};
 
 /// The control files are read into memory; real ones are at most a few MB
@@ -205,13 +205,15 @@ fn read_control_member(ar: &mut ArReader, member: &str) -> Result<DebControl, De
     scripts.sort_unstable();
     scripts.dedup();
     Ok(DebControl {
-        control: fields,
-        package,
-        version,
-        architecture,
-        conffiles,
-        md5sums,
-        scripts,
+        meta: DebMeta {
+            control: fields,
+            package,
+            version,
+            architecture,
+            conffiles,
+            md5sums,
+            scripts,
+        },
         control_text,
         conffiles_lines,
     })

@@ -33,6 +33,7 @@ mod usrmerge;
 
 use std::fs;
 use std::io;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -130,10 +131,10 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> DebError + '_ {
     }
 }
 
-/// The control part of a package: what `buildit debian show` needs, without
-/// touching the data member.
+/// What the control member says about a package: the part that
+/// [`DebControl`] (the control member alone) and [`DebInfo`] (an unpack) share.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DebControl {
+pub struct DebMeta {
     /// The control file's fields in order. A multi-line value keeps its
     /// continuation lines, leading space included, joined by `\n`.
     pub control: Vec<(String, String)>,
@@ -148,35 +149,9 @@ pub struct DebControl {
     pub md5sums: Vec<(String, String)>,
     /// The maintainer scripts the package has (they are never run).
     pub scripts: Vec<String>,
-    /// The control file exactly as shipped.
-    pub control_text: String,
-    /// The conffiles file's lines with their paths folded, flags kept.
-    conffiles_lines: Option<Vec<String>>,
 }
 
-/// What [`unpack_deb`] found and wrote.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DebInfo {
-    pub control: Vec<(String, String)>,
-    pub package: String,
-    pub version: String,
-    pub architecture: String,
-    /// Every path of the package's tree after folding, sorted, directories included,
-    /// as `/usr/bin/x`. The metadata files this module adds are not listed (dpkg does
-    /// not list its own database either).
-    pub files: Vec<String>,
-    /// As in [`DebControl::conffiles`].
-    pub conffiles: Vec<String>,
-    /// As in [`DebControl::md5sums`]: `(/folded/path, md5 hex)`.
-    pub md5sums: Vec<(String, String)>,
-    /// Paths (files and directories) whose setuid, setgid or sticky bits were
-    /// dropped, sorted: the store cannot hold them, an image step may restore them.
-    pub setuid_stripped: Vec<String>,
-    /// The maintainer scripts the package has; never run.
-    pub scripts: Vec<String>,
-}
-
-impl DebControl {
+impl DebMeta {
     /// A field of the control stanza, by case-insensitive name.
     pub fn field(&self, name: &str) -> Option<&str> {
         control_field(&self.control, name)
@@ -189,14 +164,45 @@ impl DebControl {
     }
 }
 
-impl DebInfo {
-    pub fn field(&self, name: &str) -> Option<&str> {
-        control_field(&self.control, name)
-    }
+/// The control part of a package: what `buildit debian show` needs, without
+/// touching the data member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DebControl {
+    #[serde(flatten)]
+    pub meta: DebMeta,
+    /// The control file exactly as shipped.
+    pub control_text: String,
+    /// The conffiles file's lines with their paths folded, flags kept.
+    conffiles_lines: Option<Vec<String>>,
+}
 
-    /// See [`DebControl::info_name`].
-    pub fn info_name(&self) -> String {
-        dpkg_info_name(&self.control, &self.package, &self.architecture)
+/// What [`unpack_deb`] found and wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DebInfo {
+    #[serde(flatten)]
+    pub meta: DebMeta,
+    /// Every path of the package's tree after folding, sorted, directories included,
+    /// as `/usr/bin/x`. The metadata files this module adds are not listed (dpkg does
+    /// not list its own database either).
+    pub files: Vec<String>,
+    /// Paths (files and directories) whose setuid, setgid or sticky bits were
+    /// dropped, sorted: the store cannot hold them, an image step may restore them.
+    pub setuid_stripped: Vec<String>,
+}
+
+// Both are a `DebMeta` and more: reading through keeps `info.package` and
+// `info.field(..)` as they were before the shared part had a name.
+impl Deref for DebControl {
+    type Target = DebMeta;
+    fn deref(&self) -> &DebMeta {
+        &self.meta
+    }
+}
+
+impl Deref for DebInfo {
+    type Target = DebMeta;
+    fn deref(&self) -> &DebMeta {
+        &self.meta
     }
 }
 

@@ -63,15 +63,9 @@ pub(super) fn unpack_into(deb: &Path, dest: &Path) -> Result<DebInfo, DebError> 
     setuid_stripped.sort_unstable();
     setuid_stripped.dedup();
     Ok(DebInfo {
-        control: control.control,
-        package: control.package,
-        version: control.version,
-        architecture: control.architecture,
+        meta: control.meta,
         files,
-        conffiles: control.conffiles,
-        md5sums: control.md5sums,
         setuid_stripped,
-        scripts: control.scripts,
     })
 }
 
