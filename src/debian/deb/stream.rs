@@ -1,7 +1,7 @@
 //! A member decompressed by the codec its name's suffix names, ready for the tar
 //! reader, with the reader's errors turned back into what really went wrong.
 
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read};
 use std::path::PathBuf;
 
 use super::ar::{record, ArReader, Fault, FaultCell};
@@ -70,15 +70,9 @@ impl<'a> MemberStream<'a> {
             member: member.to_string(),
         };
         let suffix = member.strip_prefix(base).ok_or_else(unsupported)?;
-        let data = ar.member_data();
-        let inner: Box<dyn Read + 'a> = match suffix {
-            "" => Box::new(data),
-            ".gz" => Box::new(flate2::bufread::MultiGzDecoder::new(data)),
-            ".xz" => Box::new(liblzma::bufread::XzDecoder::new_multi_decoder(data)),
-            ".zst" => {
-                Box::new(zstd::stream::read::Decoder::with_buffer(data).map_err(io_err(&deb))?)
-            }
-            _ => return Err(unsupported()),
+        let inner = match decoder(suffix, ar.member_data()) {
+            Some(made) => made.map_err(io_err(&deb))?,
+            None => return Err(unsupported()),
         };
         Ok(MemberStream {
             reader: BufReader::with_capacity(
@@ -104,4 +98,20 @@ impl<'a> MemberStream<'a> {
             .map(drop)
             .map_err(|e| self.ctx.stream_error(e, None))
     }
+}
+
+/// The decompressor for a member by its name's suffix after `control.tar` or
+/// `data.tar`; `None` for a codec buildit does not read. Multi-stream readers: a
+/// member may hold several concatenated streams, and all of it is the member.
+fn decoder<'a, R: BufRead + 'a>(suffix: &str, data: R) -> Option<io::Result<Box<dyn Read + 'a>>> {
+    Some(Ok(match suffix {
+        "" => Box::new(data),
+        ".gz" => Box::new(flate2::bufread::MultiGzDecoder::new(data)),
+        ".xz" => Box::new(liblzma::bufread::XzDecoder::new_multi_decoder(data)),
+        ".zst" => match zstd::stream::read::Decoder::with_buffer(data) {
+            Ok(d) => Box::new(d),
+            Err(e) => return Some(Err(e)),
+        },
+        _ => return None,
+    }))
 }
