@@ -8,12 +8,13 @@
 //! and unknown fields, and knows nothing of the rootfs. Every problem is reported
 //! at once, each naming its JSON path, so one edit fixes them all.
 //!
-//! `manifest` checks the manifest; `write` lays out, compresses and hashes the
-//! image.
+//! `manifest` checks the manifest, with appc's value types in `types`; `write`
+//! lays out, compresses and hashes the image.
 
 mod manifest;
 #[cfg(test)]
 mod testutil;
+mod types;
 mod write;
 
 use std::fmt;
