@@ -35,7 +35,7 @@ use std::str::FromStr;
 use buildit_lang::lockfile::DebianPackage;
 use thiserror::Error;
 
-use super::sources::{parse_deb822, Paragraph};
+use super::deb822::{parse_deb822, Paragraph};
 
 /// One package the user asks for: `[debian:]NAME[:ARCH][=VERSION]`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]

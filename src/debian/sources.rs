@@ -10,12 +10,14 @@
 //!
 //! Nothing here knows any mirror: every archive comes from the host's files.
 //!
-//! The deb822 paragraph parser ([`parse_deb822`]) is shared with the resolver, which
-//! reads `apt-cache show` output with it.
+//! `.sources` files are read with the one deb822 parser (`super::deb822`).
 
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
+
+// Where the parser used to be: the fuzz targets name it here.
+pub use super::deb822::{parse_deb822, Deb822Error, Paragraph};
 
 /// The host's apt configuration directory.
 pub const ETC_APT: &str = "/etc/apt";
@@ -261,89 +263,6 @@ fn parse_bool(s: &str) -> Option<bool> {
     }
 }
 
-/// One deb822 paragraph: its fields in order. A multi-line value keeps one line per
-/// line (leading blanks removed, ` .` read as an empty line).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Paragraph {
-    /// 1-based line of the paragraph's first field.
-    pub line: usize,
-    pub fields: Vec<(String, String)>,
-}
-
-impl Paragraph {
-    /// A field's value; field names are case-insensitive.
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.fields
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[error("line {line}: {message}")]
-pub struct Deb822Error {
-    pub line: usize,
-    pub message: String,
-}
-
-/// Parse deb822 text (apt sources, `Packages`, `apt-cache show`): paragraphs are
-/// separated by blank lines, a line starting with `#` is a comment, a line starting
-/// with a blank continues the previous field.
-pub fn parse_deb822(text: &str) -> Result<Vec<Paragraph>, Deb822Error> {
-    let mut out = Vec::new();
-    let mut current = Paragraph::default();
-    for (i, raw) in text.lines().enumerate() {
-        let line_no = i + 1;
-        if raw.starts_with('#') {
-            continue;
-        }
-        if raw.trim().is_empty() {
-            if !current.fields.is_empty() {
-                out.push(std::mem::take(&mut current));
-            }
-            continue;
-        }
-        if raw.starts_with([' ', '\t']) {
-            let Some((_, value)) = current.fields.last_mut() else {
-                return Err(Deb822Error {
-                    line: line_no,
-                    message: "a continuation line with no field before it".into(),
-                });
-            };
-            let cont = raw.trim();
-            value.push('\n');
-            if cont != "." {
-                value.push_str(cont);
-            }
-            continue;
-        }
-        let Some((name, value)) = raw.split_once(':') else {
-            return Err(Deb822Error {
-                line: line_no,
-                message: format!("'{}' is not a 'Field: value' line", raw.trim()),
-            });
-        };
-        let name = name.trim();
-        if name.is_empty() || name.contains(char::is_whitespace) {
-            return Err(Deb822Error {
-                line: line_no,
-                message: format!("'{name}' is not a field name"),
-            });
-        }
-        if current.fields.is_empty() {
-            current.line = line_no;
-        }
-        current
-            .fields
-            .push((name.to_string(), value.trim().to_string()));
-    }
-    if !current.fields.is_empty() {
-        out.push(current);
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -538,16 +457,5 @@ Suites: ./
         std::fs::write(etc.join("sources.list.d/z.sources"), "Types: deb\n").unwrap();
         let e = host_archives_in(etc).unwrap_err().to_string();
         assert!(e.contains("z.sources:1:"), "{e}");
-    }
-
-    #[test]
-    fn paragraphs() {
-        let text = "Package: a\nDescription: short\n more\n .\n end\n\n\n\nPackage: b\n";
-        let ps = parse_deb822(text).unwrap();
-        assert_eq!(ps.len(), 2);
-        assert_eq!(ps[0].get("description"), Some("short\nmore\n\nend"));
-        assert_eq!(ps[1].get("Package"), Some("b"));
-        assert_eq!(ps[1].line, 9);
-        assert_eq!(ps[1].get("Version"), None);
     }
 }

@@ -220,7 +220,7 @@ fn rel(abs: &str) -> &str {
 pub fn apply_fixups(dest: &Path, fixups: &Fixups) -> Result<(), MergeError> {
     write_dpkg_status(dest)?;
     if fixups.merged_usr {
-        for d in ["bin", "sbin", "lib", "lib32", "lib64", "libx32"] {
+        for d in buildit_store::usrmerge::MERGED_USR_DIRS {
             let link = dest.join(d);
             if dest.join("usr").join(d).is_dir() && fs::symlink_metadata(&link).is_err() {
                 symlink(format!("usr/{d}"), &link).map_err(io_err(&link))?;

@@ -464,12 +464,7 @@ fn missing_message(path: &StorePath, missing: &[MissingLibrary]) -> String {
 }
 
 /// The top-level links of a merged-usr system (`/bin` → `usr/bin`, …).
-pub const MERGED_USR: [(&str, &str); 4] = [
-    ("bin", "usr/bin"),
-    ("sbin", "usr/sbin"),
-    ("lib", "usr/lib"),
-    ("lib64", "usr/lib64"),
-];
+pub const MERGED_USR: [(&str, &str); 4] = buildit_store::usrmerge::MERGED_USR_LINKS;
 
 fn make_merged_usr(dir: &Path) -> std::io::Result<()> {
     fs::create_dir(dir)?;

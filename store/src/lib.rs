@@ -17,6 +17,7 @@ pub mod path_info;
 pub mod references;
 pub mod signing;
 pub mod store_path;
+pub mod usrmerge;
 
 pub use content_address::{ContentAddress, FileIngestion};
 pub use derivation::{Derivation, DerivationOutput};

@@ -56,12 +56,7 @@ impl Default for ImageBase {
             ("sys", 0o555),
             ("dev", 0o755),
         ];
-        let links = [
-            ("bin", "usr/bin"),
-            ("sbin", "usr/sbin"),
-            ("lib", "usr/lib"),
-            ("lib64", "usr/lib64"),
-        ];
+        let links = buildit_store::usrmerge::MERGED_USR_LINKS;
         let files = [
             (
                 "etc/passwd",
