@@ -14,6 +14,7 @@ pub mod cli;
 pub mod debian;
 pub mod fetch;
 pub mod image;
+pub mod in_root;
 pub mod io_util;
 pub mod ops;
 pub mod realise;

@@ -8,8 +8,12 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::rc::Rc;
 
-use buildit_lang::lower::debian::{BUILDROOT, FETCHURL, UNPACK_DEB};
-use buildit_lang::lower::image::IMAGE;
+use buildit_store::builtins::build_root::keys as bk;
+use buildit_store::builtins::fetchurl::keys as fk;
+use buildit_store::builtins::image::keys as ik;
+use buildit_store::builtins::package::keys as pk;
+use buildit_store::builtins::unpack_deb::keys as uk;
+use buildit_store::builtins::{self, keys as ck, OUT};
 use buildit_store::{Derivation, LocalStore, StorePath};
 use serde_json::Value;
 
@@ -30,13 +34,13 @@ enum Kind {
 }
 
 fn kind(d: &Derivation) -> Kind {
-    match d.builder.as_str() {
-        FETCHURL => Kind::Fetch,
-        UNPACK_DEB => Kind::Unpack,
-        BUILDROOT => Kind::BuildRoot,
-        IMAGE => Kind::Image,
-        _ if d.env.contains_key("pname") => Kind::Build,
-        _ => Kind::Unknown,
+    match builtins::Kind::of(d) {
+        builtins::Kind::FetchUrl => Kind::Fetch,
+        builtins::Kind::UnpackDeb => Kind::Unpack,
+        builtins::Kind::BuildRoot => Kind::BuildRoot,
+        builtins::Kind::Image => Kind::Image,
+        builtins::Kind::Package => Kind::Build,
+        builtins::Kind::UnknownBuiltin | builtins::Kind::Plain => Kind::Unknown,
     }
 }
 
@@ -58,10 +62,10 @@ pub(super) fn drv_name(p: &StorePath) -> String {
 fn identity(d: &Derivation, p: &StorePath) -> String {
     match kind(d) {
         Kind::Fetch => format!("fetch:{}", drv_name(p)),
-        Kind::Unpack => format!("deb:{}", env(d, "package")),
+        Kind::Unpack => format!("deb:{}", env(d, uk::PACKAGE)),
         Kind::BuildRoot => format!("buildroot:{}", drv_name(p)),
-        Kind::Image => format!("image:{}:{}", env(d, "title"), env(d, "format")),
-        Kind::Build => format!("build:{}", env(d, "pname")),
+        Kind::Image => format!("image:{}:{}", env(d, ik::TITLE), env(d, ik::FORMAT)),
+        Kind::Build => format!("build:{}", env(d, pk::PNAME)),
         Kind::Unknown => format!("drv:{}", drv_name(p)),
     }
 }
@@ -71,7 +75,7 @@ fn identity(d: &Derivation, p: &StorePath) -> String {
 /// version changed, a package's build root switched).
 fn group(d: &Derivation) -> String {
     match kind(d) {
-        Kind::Image => format!("image:{}", env(d, "format")),
+        Kind::Image => format!("image:{}", env(d, ik::FORMAT)),
         k => format!("{k:?}"),
     }
 }
@@ -79,13 +83,13 @@ fn group(d: &Derivation) -> String {
 /// How a derivation is named in a reason.
 fn label(d: &Derivation, p: &StorePath) -> String {
     match kind(d) {
-        Kind::Build => env(d, "pname").to_string(),
-        Kind::Unpack => env(d, "package").to_string(),
+        Kind::Build => env(d, pk::PNAME).to_string(),
+        Kind::Unpack => env(d, uk::PACKAGE).to_string(),
         Kind::BuildRoot => {
             let n = drv_name(p);
             n.strip_prefix("buildroot-").unwrap_or(&n).to_string()
         }
-        Kind::Image => format!("{} ({})", env(d, "title"), env(d, "format")),
+        Kind::Image => format!("{} ({})", env(d, ik::TITLE), env(d, ik::FORMAT)),
         Kind::Fetch | Kind::Unknown => drv_name(p),
     }
 }
@@ -294,7 +298,7 @@ impl<'s> Walker<'s> {
         let db = self.load(pb)?;
         let name = label(&db, pb);
         let mut cx = Cx::default();
-        cx.handle(&["builder", "system"]);
+        cx.handle(&[ck::BUILDER, ck::SYSTEM]);
         // An output's variable holds the derivation's own output path, which follows
         // from everything else.
         cx.handled
@@ -346,15 +350,15 @@ impl<'s> Walker<'s> {
     /// URL and sha256 of a fetch derivation.
     fn fetch_info(&mut self, p: &StorePath) -> Result<(String, String), DrvDiffError> {
         let d = self.load(p)?;
-        let sha = match d.env.get("outputHash") {
+        let sha = match d.env.get(fk::OUTPUT_HASH) {
             Some(h) => h.clone(),
             None => d
                 .outputs
-                .get("out")
+                .get(OUT)
                 .map(|o| o.hash_field())
                 .unwrap_or_default(),
         };
-        Ok((env(&d, "urls").to_string(), sha))
+        Ok((env(&d, fk::URLS).to_string(), sha))
     }
 
     fn build(
@@ -364,22 +368,27 @@ impl<'s> Walker<'s> {
         name: &str,
         cx: &mut Cx,
     ) -> Result<(), DrvDiffError> {
-        cx.handle(&["name", "pname", "version", "src", "patches"]);
-        cx.handle(&["buildOptions", "configureFlags", "buildRoot", "runtimeDeps"]);
+        cx.handle(&[ck::NAME, pk::PNAME, pk::VERSION, pk::SRC, pk::PATCHES]);
+        cx.handle(&[
+            pk::BUILD_OPTIONS,
+            pk::CONFIGURE_FLAGS,
+            pk::BUILD_ROOT,
+            pk::RUNTIME_DEPS,
+        ]);
         let outs_a = self.input_outputs(da)?;
         let outs_b = self.input_outputs(db)?;
-        if env(da, "version") != env(db, "version") {
+        if env(da, pk::VERSION) != env(db, pk::VERSION) {
             cx.own.push(Reason::VersionChanged {
                 package: name.to_string(),
-                old: env(da, "version").to_string(),
-                new: env(db, "version").to_string(),
+                old: env(da, pk::VERSION).to_string(),
+                new: env(db, pk::VERSION).to_string(),
             });
         }
         self.sources(da, db, &outs_a, &outs_b, name, cx)?;
         self.patches(da, db, &outs_a, &outs_b, name, cx)?;
         self.options(da, db, name, cx);
         for (k, old) in &da.env {
-            if let Some(phase) = k.strip_suffix("Phase") {
+            if let Some(phase) = k.strip_suffix(pk::PHASE_SUFFIX) {
                 cx.handled.insert(k.clone());
                 let new = db.env.get(k).map(String::as_str).unwrap_or("");
                 if old != new {
@@ -392,7 +401,7 @@ impl<'s> Walker<'s> {
             }
         }
         for (k, new) in &db.env {
-            if let Some(phase) = k.strip_suffix("Phase") {
+            if let Some(phase) = k.strip_suffix(pk::PHASE_SUFFIX) {
                 if !da.env.contains_key(k) {
                     cx.handled.insert(k.clone());
                     cx.own.push(Reason::PhaseChanged {
@@ -403,7 +412,7 @@ impl<'s> Walker<'s> {
                 }
             }
         }
-        for var in ["buildRoot", "runtimeDeps"] {
+        for var in [pk::BUILD_ROOT, pk::RUNTIME_DEPS] {
             let la = traced(env(da, var), &outs_a);
             let lb = traced(env(db, var), &outs_b);
             let p = self.pair(&la, &lb)?;
@@ -424,7 +433,7 @@ impl<'s> Walker<'s> {
                 added.push(label(&*self.load(y)?, y));
             }
             let package = name.to_string();
-            cx.own.push(if var == "buildRoot" {
+            cx.own.push(if var == pk::BUILD_ROOT {
                 Reason::BuildDependsChanged {
                     package,
                     added,
@@ -451,7 +460,7 @@ impl<'s> Walker<'s> {
         name: &str,
         cx: &mut Cx,
     ) -> Result<(), DrvDiffError> {
-        let (sa, sb) = (words(env(da, "src")), words(env(db, "src")));
+        let (sa, sb) = (words(env(da, pk::SRC)), words(env(db, pk::SRC)));
         let info = |w: &mut Self, s: &str, outs: &BTreeMap<String, StorePath>, cx: &mut Cx| {
             match outs.get(s) {
                 Some(f) => {
@@ -530,7 +539,7 @@ impl<'s> Walker<'s> {
             |w: &mut Self, d: &Derivation, outs: &BTreeMap<String, StorePath>, cx: &mut Cx| {
                 let mut seen: BTreeMap<String, usize> = BTreeMap::new();
                 let mut out = Vec::new();
-                for word in words(env(d, "patches")) {
+                for word in words(env(d, pk::PATCHES)) {
                     let path = StorePath::from_absolute(word).ok();
                     let file = path
                         .as_ref()
@@ -666,11 +675,11 @@ impl<'s> Walker<'s> {
     /// Options turned on or off, with the configure flags and recipe variables that
     /// came with them; flag changes without option changes on their own.
     fn options(&mut self, da: &Derivation, db: &Derivation, name: &str, cx: &mut Cx) {
-        let oa: BTreeSet<&str> = words(env(da, "buildOptions")).into_iter().collect();
-        let ob: BTreeSet<&str> = words(env(db, "buildOptions")).into_iter().collect();
+        let oa: BTreeSet<&str> = words(env(da, pk::BUILD_OPTIONS)).into_iter().collect();
+        let ob: BTreeSet<&str> = words(env(db, pk::BUILD_OPTIONS)).into_iter().collect();
         let (fa, fb) = (
-            words(env(da, "configureFlags")),
-            words(env(db, "configureFlags")),
+            words(env(da, pk::CONFIGURE_FLAGS)),
+            words(env(db, pk::CONFIGURE_FLAGS)),
         );
         let added: Vec<String> = fb
             .iter()
@@ -703,7 +712,7 @@ impl<'s> Walker<'s> {
                 });
             } else if fa != fb {
                 // Same flags in another order: still a different configure line.
-                cx.handled.remove("configureFlags");
+                cx.handled.remove(pk::CONFIGURE_FLAGS);
             }
             return;
         }
@@ -734,19 +743,19 @@ impl<'s> Walker<'s> {
         // Recipe variables set on one side only come from options (`env:` of an
         // option); variables whose value changed are reported on their own.
         let special = |k: &str| {
-            k.ends_with("Phase")
+            k.ends_with(pk::PHASE_SUFFIX)
                 || [
-                    "name",
-                    "pname",
-                    "version",
-                    "builder",
-                    "system",
-                    "src",
-                    "patches",
-                    "buildOptions",
-                    "configureFlags",
-                    "buildRoot",
-                    "runtimeDeps",
+                    ck::NAME,
+                    pk::PNAME,
+                    pk::VERSION,
+                    ck::BUILDER,
+                    ck::SYSTEM,
+                    pk::SRC,
+                    pk::PATCHES,
+                    pk::BUILD_OPTIONS,
+                    pk::CONFIGURE_FLAGS,
+                    pk::BUILD_ROOT,
+                    pk::RUNTIME_DEPS,
                 ]
                 .contains(&k)
         };
@@ -799,7 +808,7 @@ impl<'s> Walker<'s> {
         db: &Derivation,
         cx: &mut Cx,
     ) -> Result<(), DrvDiffError> {
-        cx.handle(&["name", "deb"]);
+        cx.handle(&[ck::NAME, uk::DEB]);
         let fetch = |w: &mut Self, d: &Derivation| -> Result<Option<StorePath>, DrvDiffError> {
             for p in d.input_drvs.keys() {
                 if kind(&*w.load(p)?) == Kind::Fetch {
@@ -819,7 +828,7 @@ impl<'s> Walker<'s> {
         let (ua, ha) = self.fetch_info(&fa)?;
         let (ub, hb) = self.fetch_info(&fb)?;
         cx.own.push(Reason::DebianPackageChanged {
-            package: env(db, "package").to_string(),
+            package: env(db, uk::PACKAGE).to_string(),
             old_version: deb_version(&ua, da),
             new_version: deb_version(&ub, db),
             old_sha256: ha,
@@ -835,12 +844,12 @@ impl<'s> Walker<'s> {
         name: &str,
         cx: &mut Cx,
     ) -> Result<(), DrvDiffError> {
-        cx.handle(&["members", "fixups"]);
+        cx.handle(&[bk::MEMBERS, bk::FIXUPS]);
         let outs_a = self.input_outputs(da)?;
         let outs_b = self.input_outputs(db)?;
         let p = self.pair(
-            &traced(env(da, "members"), &outs_a),
-            &traced(env(db, "members"), &outs_b),
+            &traced(env(da, bk::MEMBERS), &outs_a),
+            &traced(env(db, bk::MEMBERS), &outs_b),
         )?;
         for (x, y) in &p.both {
             self.child(x, y, cx)?;
@@ -859,7 +868,7 @@ impl<'s> Walker<'s> {
                 package: label(&*self.load(y)?, y),
             });
         }
-        let (xa, xb) = (env(da, "fixups"), env(db, "fixups"));
+        let (xa, xb) = (env(da, bk::FIXUPS), env(db, bk::FIXUPS));
         if xa != xb {
             let mut changed = Vec::new();
             match (
@@ -871,7 +880,7 @@ impl<'s> Walker<'s> {
                     json_changes(&a, &b, "", &mut out);
                     changed.extend(out.into_iter().map(|(path, _, _)| path));
                 }
-                _ => changed.push("fixups".to_string()),
+                _ => changed.push(bk::FIXUPS.to_string()),
             }
             cx.own.push(Reason::BuildRootFixupsChanged {
                 build_root: name.to_string(),
@@ -889,12 +898,12 @@ impl<'s> Walker<'s> {
         cx: &mut Cx,
     ) -> Result<(), DrvDiffError> {
         // Every variable of an image is a field of it; `name` follows the title.
-        cx.handle(&["name", "packages", "syncs"]);
+        cx.handle(&[ck::NAME, ik::PACKAGES, ik::SYNCS]);
         let outs_a = self.input_outputs(da)?;
         let outs_b = self.input_outputs(db)?;
         let p = self.pair(
-            &traced(env(da, "packages"), &outs_a),
-            &traced(env(db, "packages"), &outs_b),
+            &traced(env(da, ik::PACKAGES), &outs_a),
+            &traced(env(db, ik::PACKAGES), &outs_b),
         )?;
         for (x, y) in &p.both {
             self.child(x, y, cx)?;
@@ -909,16 +918,16 @@ impl<'s> Walker<'s> {
         for x in &p.only_a {
             cx.claimed.insert(x.clone());
             cx.own
-                .push(change("packages".into(), Some(drv_name(x)), None));
+                .push(change(ik::PACKAGES.into(), Some(drv_name(x)), None));
         }
         for y in &p.only_b {
             cx.claimed.insert(y.clone());
             cx.own
-                .push(change("packages".into(), None, Some(drv_name(y))));
+                .push(change(ik::PACKAGES.into(), None, Some(drv_name(y))));
         }
         // Syncs by destination; a source with another store hash has other contents.
         let syncs = |d: &Derivation| -> Option<BTreeMap<String, serde_json::Map<String, Value>>> {
-            let v: Vec<Value> = serde_json::from_str(env(d, "syncs")).ok()?;
+            let v: Vec<Value> = serde_json::from_str(env(d, ik::SYNCS)).ok()?;
             v.into_iter()
                 .map(|e| {
                     let m = e.as_object()?.clone();
@@ -928,7 +937,7 @@ impl<'s> Walker<'s> {
         };
         for d in [da, db] {
             for s in &d.input_srcs {
-                if env(d, "syncs").contains(&s.to_absolute()) {
+                if env(d, ik::SYNCS).contains(&s.to_absolute()) {
                     cx.claimed.insert(s.clone());
                 }
             }
@@ -965,11 +974,11 @@ impl<'s> Walker<'s> {
                 }
             }
             _ => {
-                if env(da, "syncs") != env(db, "syncs") {
+                if env(da, ik::SYNCS) != env(db, ik::SYNCS) {
                     cx.own.push(change(
-                        "syncs".into(),
-                        Some(env(da, "syncs").into()),
-                        Some(env(db, "syncs").into()),
+                        ik::SYNCS.into(),
+                        Some(env(da, ik::SYNCS).into()),
+                        Some(env(db, ik::SYNCS).into()),
                     ));
                 }
             }
@@ -1004,21 +1013,21 @@ impl<'s> Walker<'s> {
     /// A fetch met on its own (not through a role that names it better).
     fn fetch(&mut self, da: &Derivation, db: &Derivation, name: &str, cx: &mut Cx) {
         cx.handle(&[
-            "name",
-            "urls",
-            "outputHash",
-            "outputHashAlgo",
-            "outputHashMode",
+            ck::NAME,
+            fk::URLS,
+            fk::OUTPUT_HASH,
+            fk::OUTPUT_HASH_ALGO,
+            fk::OUTPUT_HASH_MODE,
         ]);
-        let (ua, ub) = (env(da, "urls"), env(db, "urls"));
+        let (ua, ub) = (env(da, fk::URLS), env(db, fk::URLS));
         let hash = |d: &Derivation| {
             d.outputs
-                .get("out")
+                .get(OUT)
                 .map(|o| o.hash_field())
                 .unwrap_or_default()
         };
         let (ha, hb) = (hash(da), hash(db));
-        if ua != ub || ha != hb || env(da, "outputHashMode") != env(db, "outputHashMode") {
+        if ua != ub || ha != hb || env(da, fk::OUTPUT_HASH_MODE) != env(db, fk::OUTPUT_HASH_MODE) {
             cx.own.push(Reason::SourceChanged {
                 package: name.to_string(),
                 url_old: ua.to_string(),
@@ -1169,8 +1178,8 @@ fn deb_version(url: &str, unpack: &Derivation) -> String {
     if let (Some(_), Some(v), Some(_)) = (parts.next(), parts.next(), parts.next()) {
         return v.to_string();
     }
-    let n = env(unpack, "name");
-    n.strip_prefix(&format!("{}-", env(unpack, "package")))
+    let n = env(unpack, ck::NAME);
+    n.strip_prefix(&format!("{}-", env(unpack, uk::PACKAGE)))
         .unwrap_or(n)
         .to_string()
 }
