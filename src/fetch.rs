@@ -81,7 +81,11 @@ impl Fetcher {
         progress: &dyn Fn(u64, Option<u64>),
     ) -> Result<StorePath, FetchError> {
         let not = || FetchError::NotFetchable {
-            drv: drv.env.get("name").cloned().unwrap_or_default(),
+            drv: drv
+                .env
+                .get(buildit_store::builtins::keys::NAME)
+                .cloned()
+                .unwrap_or_default(),
         };
         let Some(DerivationOutput::Fixed {
             path: Some(out),
@@ -94,12 +98,10 @@ impl Fetcher {
         if store.is_valid(out)? {
             return Ok(out.clone());
         }
-        let urls: Vec<&str> = drv
-            .env
-            .get("urls")
-            .or_else(|| drv.env.get("url"))
-            .map(|u| u.split_whitespace().collect())
+        let urls: Vec<String> = buildit_store::builtins::FetchUrl::from_derivation(drv)
+            .map(|f| f.urls)
             .unwrap_or_default();
+        let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
         if urls.is_empty() {
             return Err(not());
         }

@@ -16,6 +16,7 @@ pub mod debian;
 pub mod elf;
 pub mod fetch;
 pub mod image;
+pub mod in_root;
 pub mod io_util;
 pub mod ops;
 pub mod realise;

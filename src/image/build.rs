@@ -7,16 +7,17 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use buildit_lang::lower::image::{ImageBase, OciImageConfig, SyncEntry};
-use buildit_store::{Derivation, LocalStore, StorePath};
+use buildit_store::builtins::image::{AciLayout, Compression, Format};
+use buildit_store::builtins::Image;
+use buildit_store::{LocalStore, StorePath};
 use thiserror::Error;
 
 use super::tree::{ImageTree, Kind, TreeError};
 
 #[derive(Debug, Error)]
 pub enum ImageBuildError {
-    #[error("env '{0}' is missing or invalid: {1}")]
-    Env(&'static str, String),
+    #[error("the image's {0} is not valid: {1}")]
+    Invalid(&'static str, String),
     #[error(transparent)]
     Tree(#[from] TreeError),
     #[error(transparent)]
@@ -39,20 +40,6 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ImageBuildError + '_ {
     }
 }
 
-fn env<'a>(drv: &'a Derivation, key: &'static str) -> Result<&'a str, ImageBuildError> {
-    drv.env
-        .get(key)
-        .map(String::as_str)
-        .ok_or(ImageBuildError::Env(key, "missing".into()))
-}
-
-fn json<T: serde::de::DeserializeOwned>(
-    drv: &Derivation,
-    key: &'static str,
-) -> Result<T, ImageBuildError> {
-    serde_json::from_str(env(drv, key)?).map_err(|e| ImageBuildError::Env(key, e.to_string()))
-}
-
 /// What the builder made, for the CLI to report.
 #[derive(Debug, Default)]
 pub struct ImageSummary {
@@ -67,19 +54,10 @@ pub struct ImageSummary {
 /// files are written under `scratch` (they need a file to be read from).
 pub fn image_tree(
     store: &LocalStore,
-    drv: &Derivation,
+    image: &Image,
     scratch: &Path,
 ) -> Result<(ImageTree, Vec<usize>), ImageBuildError> {
-    image_tree_of(store, drv, scratch, &packages(drv)?)
-}
-
-fn packages(drv: &Derivation) -> Result<Vec<StorePath>, ImageBuildError> {
-    env(drv, "packages")?
-        .split_whitespace()
-        .map(|p| {
-            StorePath::from_absolute(p).map_err(|e| ImageBuildError::Env("packages", e.to_string()))
-        })
-        .collect()
+    image_tree_of(store, image, scratch, &image.packages)
 }
 
 /// The closure of `packages` as a tree of its own (no base, no syncs).
@@ -105,12 +83,11 @@ fn ordered_closure(
 
 fn image_tree_of(
     store: &LocalStore,
-    drv: &Derivation,
+    image: &Image,
     scratch: &Path,
     packages: &[StorePath],
 ) -> Result<(ImageTree, Vec<usize>), ImageBuildError> {
-    let base: ImageBase = json(drv, "base")?;
-    let syncs: Vec<SyncEntry> = json(drv, "syncs")?;
+    let (base, syncs) = (&image.base, &image.syncs);
 
     let mut tree = ImageTree::new();
     for (dir, mode) in &base.dirs {
@@ -143,9 +120,9 @@ fn image_tree_of(
         tree.add_tree(p.name(), &store.physical_path(&p))?;
         package_providers.push(tree.providers.len() - 1);
     }
-    for s in &syncs {
+    for s in syncs {
         let src = StorePath::from_absolute(&s.src)
-            .map_err(|e| ImageBuildError::Env("syncs", e.to_string()))?;
+            .map_err(|e| ImageBuildError::Invalid("synced file", e.to_string()))?;
         tree.add_sync(
             &store.physical_path(&src),
             &s.dest,
@@ -157,35 +134,29 @@ fn image_tree_of(
     Ok((tree, package_providers))
 }
 
-/// Build the image of `drv` into `out` (a directory that does not exist yet).
+/// Build `image` into `out` (a directory that does not exist yet).
 pub fn build_image(
     store: &LocalStore,
-    drv: &Derivation,
+    image: &Image,
     out: &Path,
     scratch: &Path,
 ) -> Result<ImageSummary, ImageBuildError> {
-    let (tree, _) = image_tree(store, drv, scratch)?;
+    let (tree, _) = image_tree(store, image, scratch)?;
     fs::create_dir(out).map_err(io_err(out))?;
-    match env(drv, "format")? {
-        "oci" => {
-            let config: OciImageConfig = json(drv, "config")?;
-            let reference = env(drv, "refName")?;
-            let budget: usize =
-                env(drv, "maxLayers")?
-                    .parse()
-                    .map_err(|e: std::num::ParseIntError| {
-                        ImageBuildError::Env("maxLayers", e.to_string())
-                    })?;
-            let compression = match env(drv, "compression")? {
-                "gzip" => super::oci::Compression::Gzip,
-                "zstd" => super::oci::Compression::Zstd,
-                "none" => super::oci::Compression::None,
-                other => {
-                    return Err(ImageBuildError::Env(
+    match &image.format {
+        Format::Oci {
+            config,
+            ref_name,
+            max_layers,
+        } => {
+            let compression = match image.compression {
+                Compression::Xz => {
+                    return Err(ImageBuildError::Invalid(
                         "compression",
-                        format!("'{other}' is not an OCI layer compression (gzip, zstd, none)"),
+                        "'xz' is not an OCI layer compression (gzip, zstd, none)".into(),
                     ))
                 }
+                c => c,
             };
             // One layer per provider that has entries: the base, each store path,
             // the synced files.
@@ -196,20 +167,10 @@ pub fn build_image(
                 })
                 .filter(|l| !l.entries.is_empty())
                 .collect();
-            let (layers, merged) = super::oci::merge_layers(layers, budget);
-            let cfg = super::oci::ImageConfig {
-                entrypoint: config.entrypoint,
-                cmd: config.cmd,
-                env: config.env,
-                working_dir: config.working_dir,
-                user: config.user,
-                exposed_ports: config.exposed_ports,
-                labels: config.labels,
-                os: config.os,
-                architecture: config.architecture,
-            };
+            let (layers, merged) = super::oci::merge_layers(layers, *max_layers);
             let layout = out.join("oci");
-            let written = super::oci::write_layout(&layout, &layers, &cfg, reference, compression)?;
+            let written =
+                super::oci::write_layout(&layout, &layers, config, ref_name, compression)?;
             super::oci::write_archive(&layout, &out.join("image.oci.tar"))?;
             Ok(ImageSummary {
                 id: written.manifest_digest,
@@ -217,19 +178,21 @@ pub fn build_image(
                 merged,
             })
         }
-        "aci" => {
-            let manifest_text = env(drv, "manifest")?;
+        Format::Aci {
+            manifest: manifest_text,
+            layout,
+        } => {
             let manifest: serde_json::Value = serde_json::from_str(manifest_text)
-                .map_err(|e| ImageBuildError::Env("manifest", e.to_string()))?;
+                .map_err(|e| ImageBuildError::Invalid("manifest", e.to_string()))?;
             super::aci::check_manifest(&manifest, &tree)?;
-            let compression = match env(drv, "compression")? {
-                "gzip" => super::aci::AciCompression::Gzip,
-                "xz" => super::aci::AciCompression::Xz,
-                "none" => super::aci::AciCompression::None,
-                other => {
-                    return Err(ImageBuildError::Env(
+            let compression = match image.compression {
+                Compression::Gzip => super::aci::AciCompression::Gzip,
+                Compression::Xz => super::aci::AciCompression::Xz,
+                Compression::None => super::aci::AciCompression::None,
+                Compression::Zstd => {
+                    return Err(ImageBuildError::Invalid(
                         "compression",
-                        format!("'{other}' is not an ACI compression (gzip, xz, none)"),
+                        "'zstd' is not an ACI compression (gzip, xz, none)".into(),
                     ))
                 }
             };
@@ -239,10 +202,10 @@ pub fn build_image(
                 .unwrap_or("image")
                 .to_string();
             let file = out.join(format!("{}.aci", name.replace('/', "-")));
-            let id = if env(drv, "layout")? == "per-package" {
+            let id = if *layout == AciLayout::PerPackage {
                 per_package(
                     store,
-                    drv,
+                    image,
                     scratch,
                     out,
                     &name,
@@ -260,10 +223,6 @@ pub fn build_image(
                 merged: 0,
             })
         }
-        other => Err(ImageBuildError::Env(
-            "format",
-            format!("unknown format '{other}'"),
-        )),
     }
 }
 
@@ -289,7 +248,7 @@ fn ac_name(s: &str) -> String {
 #[allow(clippy::too_many_arguments)]
 fn per_package(
     store: &LocalStore,
-    drv: &Derivation,
+    image: &Image,
     scratch: &Path,
     out: &Path,
     name: &str,
@@ -308,7 +267,7 @@ fn per_package(
         })
         .unwrap_or_default();
     let mut deps = Vec::new();
-    for p in packages(drv)? {
+    for p in &image.packages {
         let dep_name = format!("{name}/{}", ac_name(p.name()));
         let dep_manifest = serde_json::json!({
             "acKind": "ImageManifest",
@@ -317,7 +276,7 @@ fn per_package(
             "labels": labels,
         });
         let text = serde_json::to_vec_pretty(&dep_manifest).expect("serialisable");
-        let tree = closure_tree(store, std::slice::from_ref(&p))?;
+        let tree = closure_tree(store, std::slice::from_ref(p))?;
         let dep_file = out.join(format!("{}.aci", dep_name.replace('/', "-")));
         let id = super::aci::write_aci(&text, &tree, &dep_file, compression)?;
         deps.push(serde_json::json!({
@@ -336,7 +295,7 @@ fn per_package(
             manifest["dependencies"] = deps_value;
         }
     }
-    let (own, _) = image_tree_of(store, drv, &scratch.join("own"), &[])?;
+    let (own, _) = image_tree_of(store, image, &scratch.join("own"), &[])?;
     let text = serde_json::to_vec_pretty(&manifest).expect("serialisable");
     Ok(super::aci::write_aci(&text, &own, file, compression)?)
 }

@@ -23,10 +23,11 @@ use oci_spec::image::{
     OciLayoutBuilder, Os, PlatformBuilder, RootFsBuilder, ANNOTATION_REF_NAME,
 };
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use thiserror::Error;
 
-pub use buildit_lang::model::container::Compression;
+/// The image config and layer compression are the derivation contract's.
+pub use buildit_store::builtins::image::{host_goarch, Compression, ImageConfig};
 
 use super::tree::{Kind, Node};
 
@@ -103,53 +104,6 @@ impl LayerSpec<'_> {
                 _ => 0,
             })
             .sum()
-    }
-}
-
-/// The image config's runtime part and platform.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImageConfig {
-    pub entrypoint: Option<Vec<String>>,
-    pub cmd: Option<Vec<String>>,
-    /// `K=V`, in order.
-    pub env: Vec<String>,
-    pub working_dir: Option<String>,
-    pub user: Option<String>,
-    /// `443/tcp`.
-    pub exposed_ports: Vec<String>,
-    pub labels: BTreeMap<String, String>,
-    /// GOOS: `linux`.
-    pub os: String,
-    /// GOARCH: `amd64`, `arm64`, …
-    pub architecture: String,
-}
-
-impl Default for ImageConfig {
-    /// Nothing to run, for Linux on the host's architecture.
-    fn default() -> Self {
-        ImageConfig {
-            entrypoint: None,
-            cmd: None,
-            env: Vec::new(),
-            working_dir: None,
-            user: None,
-            exposed_ports: Vec::new(),
-            labels: BTreeMap::new(),
-            os: "linux".into(),
-            architecture: host_goarch().into(),
-        }
-    }
-}
-
-/// The host's architecture as Go (and so OCI) names it.
-pub fn host_goarch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "x86" => "386",
-        "aarch64" => "arm64",
-        "powerpc64" => "ppc64",
-        "loongarch64" => "loong64",
-        other => other,
     }
 }
 
@@ -543,6 +497,7 @@ mod tests {
     use super::*;
     use crate::image::tar::entries;
     use crate::image::tree::ImageTree;
+    use std::collections::BTreeMap;
     use std::io::Read;
     use std::process::Command;
 

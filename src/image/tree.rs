@@ -274,43 +274,14 @@ impl ImageTree {
     /// Follow `path` (absolute in the image) through the tree's symlinks; the node
     /// it ends at, if any.
     pub fn resolve(&self, path: &str) -> Option<(&PathBuf, &Node)> {
-        let mut todo: Vec<PathBuf> = Path::new(path)
-            .components()
-            .filter_map(|c| match c {
-                Component::Normal(n) => Some(PathBuf::from(n)),
-                Component::ParentDir => Some(PathBuf::from("..")),
-                _ => None,
-            })
-            .rev()
-            .collect();
-        let mut cur = PathBuf::new();
-        let mut hops = 0;
-        while let Some(c) = todo.pop() {
-            if c.as_os_str() == ".." {
-                cur.pop();
-                continue;
-            }
-            let next = cur.join(&c);
-            let node = self.nodes.get(&next)?;
-            if let Kind::Symlink { target } = &node.kind {
-                hops += 1;
-                if hops > 40 {
-                    return None;
-                }
-                if target.is_absolute() {
-                    cur = PathBuf::new();
-                }
-                for tc in target.components().rev() {
-                    match tc {
-                        Component::Normal(n) => todo.push(PathBuf::from(n)),
-                        Component::ParentDir => todo.push(PathBuf::from("..")),
-                        _ => {}
-                    }
-                }
-            } else {
-                cur = next;
-            }
-        }
+        let cur = crate::in_root::resolve_with(Path::new(path), |p| match self.nodes.get(p) {
+            None => crate::in_root::Entry::Missing,
+            Some(Node {
+                kind: Kind::Symlink { target },
+                ..
+            }) => crate::in_root::Entry::Link(target.clone()),
+            Some(_) => crate::in_root::Entry::Other,
+        })?;
         self.nodes.get_key_value(&cur)
     }
 }
@@ -333,7 +304,7 @@ fn relative(dest: &str) -> Option<PathBuf> {
 }
 
 fn same_contents(a: &Path, b: &Path) -> Result<bool, TreeError> {
-    crate::realise::buildroot::same_file_contents(a, b)
+    crate::io_util::same_file_contents(a, b)
         .map_err(|(path, source)| TreeError::Io { path, source })
 }
 

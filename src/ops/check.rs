@@ -121,7 +121,7 @@ pub fn deep_targets(
     store: &LocalStore,
     targets: &[StorePath],
 ) -> Result<Vec<StorePath>, CheckError> {
-    use buildit_lang::lower::debian::{BUILDROOT, FETCHURL, UNPACK_DEB};
+    use buildit_store::builtins::Kind;
     let mut out: Vec<StorePath> = targets.to_vec();
     let mut seen: std::collections::BTreeSet<StorePath> = targets.iter().cloned().collect();
     let mut queue: std::collections::VecDeque<StorePath> = targets.iter().cloned().collect();
@@ -132,7 +132,10 @@ pub fn deep_targets(
                 continue;
             }
             let d = store.read_derivation(input)?;
-            if ![FETCHURL, UNPACK_DEB, BUILDROOT].contains(&d.builder.as_str()) {
+            if !matches!(
+                Kind::of(&d),
+                Kind::FetchUrl | Kind::UnpackDeb | Kind::BuildRoot
+            ) {
                 out.push(input.clone());
             }
             queue.push_back(input.clone());

@@ -9,9 +9,11 @@ use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
-use buildit_lang::model::build_root::Fixups;
+use buildit_store::builtins::Fixups;
+
+use crate::in_root::resolve_in_root;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -129,76 +131,10 @@ fn link_or_copy(src: &Path, dst: &Path, mode: u32) -> Result<(), MergeError> {
 }
 
 fn same_contents(a: &Path, b: &Path) -> Result<bool, MergeError> {
-    same_file_contents(a, b).map_err(|(path, source)| MergeError::Io { path, source })
+    crate::io_util::same_file_contents(a, b)
+        .map_err(|(path, source)| MergeError::Io { path, source })
 }
 
-/// Whether two files hold the same bytes: the same inode, else equal lengths and
-/// equal 64 KiB blocks, read side by side (files are never held whole). An error
-/// names the file it came from.
-pub fn same_file_contents(a: &Path, b: &Path) -> Result<bool, (PathBuf, io::Error)> {
-    fn at(p: &Path) -> impl FnOnce(io::Error) -> (PathBuf, io::Error) + '_ {
-        move |e| (p.to_path_buf(), e)
-    }
-    let (ma, mb) = (
-        fs::metadata(a).map_err(at(a))?,
-        fs::metadata(b).map_err(at(b))?,
-    );
-    if ma.dev() == mb.dev() && ma.ino() == mb.ino() {
-        return Ok(true);
-    }
-    if ma.len() != mb.len() {
-        return Ok(false);
-    }
-    let (mut ba, mut bb) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
-    crate::io_util::same_contents(a, b, (&mut ba, &mut bb))
-}
-
-/// Follow `path` (absolute, inside the tree at `root`) through symlinks as if `root`
-/// were `/`; `None` if it does not exist or loops.
-pub fn resolve_in_root(root: &Path, path: &Path) -> Option<PathBuf> {
-    let mut todo: Vec<PathBuf> = path
-        .components()
-        .filter_map(|c| match c {
-            Component::Normal(n) => Some(PathBuf::from(n)),
-            Component::ParentDir => Some(PathBuf::from("..")),
-            _ => None,
-        })
-        .rev()
-        .collect();
-    let mut cur = PathBuf::new();
-    let mut hops = 0;
-    while let Some(c) = todo.pop() {
-        if c.as_os_str() == ".." {
-            cur.pop();
-            continue;
-        }
-        let next = cur.join(&c);
-        let md = fs::symlink_metadata(root.join(&next)).ok()?;
-        if md.file_type().is_symlink() {
-            hops += 1;
-            if hops > 40 {
-                return None;
-            }
-            let target = fs::read_link(root.join(&next)).ok()?;
-            if target.is_absolute() {
-                cur = PathBuf::new();
-            }
-            for tc in target.components().rev() {
-                match tc {
-                    Component::Normal(n) => todo.push(PathBuf::from(n)),
-                    Component::ParentDir => todo.push(PathBuf::from("..")),
-                    _ => {}
-                }
-            }
-        } else {
-            cur = next;
-        }
-    }
-    Some(root.join(cur))
-}
-
-/// Replace whatever is at `p` without writing through it: members' files are hard
-/// links to other store paths.
 fn unlink_if_present(p: &Path) -> Result<(), MergeError> {
     match fs::symlink_metadata(p) {
         Ok(md) if md.is_dir() => Err(MergeError::Fixup {
@@ -365,36 +301,5 @@ mod tests {
             .insert("/usr/bin/c++".into(), "g++-12".into());
         let e = apply_fixups(&dest, &f).unwrap_err();
         assert!(e.to_string().contains("g++-12 does not exist"), "{e}");
-    }
-}
-
-#[cfg(test)]
-mod same_file_tests {
-    use super::*;
-
-    #[test]
-    fn contents_are_compared_block_by_block() {
-        let t = tempfile::tempdir().unwrap();
-        let p = |n: &str| t.path().join(n);
-        let big = vec![7u8; 200 * 1024];
-        let mut other = big.clone();
-        *other.last_mut().unwrap() = 8;
-        fs::write(p("a"), &big).unwrap();
-        fs::write(p("b"), &big).unwrap();
-        fs::write(p("c"), &other).unwrap();
-        fs::write(p("d"), &big[1..]).unwrap();
-        fs::hard_link(p("a"), p("e")).unwrap();
-        assert!(same_file_contents(&p("a"), &p("b")).unwrap());
-        assert!(
-            !same_file_contents(&p("a"), &p("c")).unwrap(),
-            "last byte differs"
-        );
-        assert!(
-            !same_file_contents(&p("a"), &p("d")).unwrap(),
-            "lengths differ"
-        );
-        assert!(same_file_contents(&p("a"), &p("e")).unwrap(), "same inode");
-        let (path, _) = same_file_contents(&p("a"), &p("missing")).unwrap_err();
-        assert_eq!(path, p("missing"), "the error names the file");
     }
 }

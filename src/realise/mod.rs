@@ -1,13 +1,14 @@
 //! Realising derivations: walk the graph from the requested `.drv`s, skip outputs
 //! that are valid, and run what is missing, inputs first, up to `jobs` at a time.
 //!
-//! Builtins (`builtin:fetchurl`, `builtin:unpack-deb`, `builtin:buildroot`) run in
-//! buildit itself; every other builder runs in a sandbox (`sandboxed`).
+//! The kinds of `buildit_store::builtins` that are builtins run in buildit itself
+//! (`builtins`); package builds and plain derivations run in a sandbox
+//! (`sandboxed`).
 
 #![forbid(unsafe_code)]
 
 pub mod buildroot;
-mod builtin;
+mod builtins;
 mod cancel;
 pub mod checks;
 pub mod events;
@@ -221,13 +222,14 @@ pub struct Realiser<'a> {
 /// The name a derivation is shown by.
 pub fn display_name(drv_path: &StorePath, drv: &buildit_store::Derivation) -> String {
     // An image is shown as the design card shows it: "NAME as ACI".
-    if drv.builder == buildit_lang::lower::image::IMAGE {
-        if let (Some(t), Some(f)) = (drv.env.get("title"), drv.env.get("format")) {
-            return format!("{t} as {}", f.to_uppercase());
+    use buildit_store::builtins::{self, Kind};
+    if Kind::of(drv) == Kind::Image {
+        if let Ok(image) = builtins::Image::from_derivation(drv) {
+            return format!("{} as {}", image.title, image.format.name().to_uppercase());
         }
     }
     drv.env
-        .get("name")
+        .get(builtins::keys::NAME)
         .cloned()
         .unwrap_or_else(|| drv_path.name().trim_end_matches(".drv").to_string())
 }

@@ -1,6 +1,7 @@
-//! Building one derivation whose builder runs in the sandbox: its build root
-//! merged as `/`, the closure of its inputs under `/store`, `/build` and its
-//! outputs writable, a fixed environment. The outputs are checked (references,
+//! Building one derivation whose builder runs in the sandbox: a package build's
+//! build root merged as `/` (a plain derivation gets an empty `/`, as in Nix), the
+//! closure of its inputs under `/store`, `/build` and its outputs writable, a
+//! fixed environment. The outputs are checked (references,
 //! ELF libraries against the runtime closure) and registered atomically.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -11,6 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use buildit_store::builtins::build_root::members_of;
+use buildit_store::builtins::PackageBuild;
 use buildit_store::references::scan_references;
 use buildit_store::{Derivation, Hash, PathInfo, StorePath};
 
@@ -60,26 +63,6 @@ fn outputs(drv_path: &StorePath, drv: &Derivation) -> Result<Vec<(String, StoreP
         .collect()
 }
 
-fn store_paths(
-    drv_path: &StorePath,
-    drv: &Derivation,
-    key: &str,
-) -> Result<Vec<StorePath>, BuildError> {
-    drv.env
-        .get(key)
-        .map(String::as_str)
-        .unwrap_or("")
-        .split_whitespace()
-        .map(|p| {
-            StorePath::from_absolute(p).map_err(|e| BuildError::Failed {
-                drv: drv_path.clone(),
-                message: format!("env {key}: {p}: {e}"),
-                log: None,
-            })
-        })
-        .collect()
-}
-
 impl Realiser<'_> {
     /// The input closure of a derivation: its sources and its inputs' outputs,
     /// with everything they reference.
@@ -108,14 +91,11 @@ impl Realiser<'_> {
                 .flatten()
                 .and_then(|i| i.deriver)
                 .and_then(|d| self.store.read_derivation(&d).ok())
-                .and_then(|d| d.env.get("members").cloned());
+                .and_then(|d| members_of(&d));
             match members {
-                Some(m) => out.extend(m.split_whitespace().filter_map(|p| {
-                    let p = StorePath::from_absolute(p).ok()?;
-                    Some(LibraryTree {
-                        label: p.name().to_string(),
-                        root: self.store.physical_path(&p),
-                    })
+                Some(m) => out.extend(m.iter().map(|p| LibraryTree {
+                    label: p.name().to_string(),
+                    root: self.store.physical_path(p),
                 })),
                 None => out.push(LibraryTree {
                     label: layer.name().to_string(),
@@ -126,11 +106,13 @@ impl Realiser<'_> {
         out
     }
 
-    /// Build (or, with `check`, rebuild and compare) a sandboxed derivation.
+    /// Build (or, with `check`, rebuild and compare) a sandboxed derivation: a
+    /// package build (`package`) over its build root, or a plain derivation.
     pub(super) fn build_sandboxed(
         &self,
         drv_path: &StorePath,
         drv: &Derivation,
+        package: Option<&PackageBuild>,
         check: bool,
         cancel: &Arc<AtomicBool>,
     ) -> Result<Built, BuildError> {
@@ -154,13 +136,10 @@ impl Realiser<'_> {
             return Ok(Built::Registered);
         }
 
-        let layers = store_paths(drv_path, drv, "buildRoot")?;
-        if layers.is_empty() {
-            return Err(failed(
-                "no build root (env buildRoot): a sandboxed build needs a root to run in".into(),
-            ));
-        }
-        let runtime = store_paths(drv_path, drv, "runtimeDeps")?;
+        let (layers, runtime): (&[StorePath], &[StorePath]) = match package {
+            Some(p) => (&p.build_root, &p.runtime_deps),
+            None => (&[], &[]),
+        };
         let closure = self.input_closure(drv)?;
 
         // Output trees and the build dir live in the store's temp area (same
@@ -181,9 +160,18 @@ impl Realiser<'_> {
         // view with those files moved under `usr/` (hard links, made per build).
         let mut views = Vec::new();
         spec.root_layers = Vec::new();
-        let base = self.store.physical_path(&layers[0]);
-        for l in &layers {
+        if layers.is_empty() {
+            // A plain derivation sees no host tree and no build root: `/` holds
+            // only what the sandbox adds (its inputs under /store, /build, /dev,
+            // /proc, /tmp).
+            let empty = self.store.temp_tree()?;
+            fs::create_dir(empty.path()).map_err(|e| failed(format!("create empty root: {e}")))?;
+            spec.root_layers.push(empty.path().to_path_buf());
+            views.push(empty);
+        }
+        for l in layers {
             let phys = self.store.physical_path(l);
+            let base = self.store.physical_path(&layers[0]);
             if l != &layers[0] && needs_usrmerge_view(&base, &phys) {
                 let view = self.store.temp_tree()?;
                 usrmerge_view(&base, &phys, view.path())
@@ -326,8 +314,13 @@ impl Realiser<'_> {
                 label: p.name().to_string(),
                 root: self.store.physical_path(p),
             }));
-            let missing = check_needed(t, &trees, &self.providers(&layers))
-                .map_err(|e| fail_with_log(format!("reading ELF files of {path}: {e}")))?;
+            // Libraries are checked for package builds only: a plain derivation
+            // is held to Nix's rules, which do not look inside ELF files.
+            let missing = match package {
+                Some(_) => check_needed(t, &trees, &self.providers(layers))
+                    .map_err(|e| fail_with_log(format!("reading ELF files of {path}: {e}")))?,
+                None => Vec::new(),
+            };
             if !missing.is_empty() {
                 return Err(keep(fail_with_log(missing_message(path, &missing))));
             }

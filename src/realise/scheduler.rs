@@ -7,8 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use buildit_lang::lower::debian::{BUILDROOT, FETCHURL, UNPACK_DEB};
-use buildit_lang::lower::image::IMAGE;
+use buildit_store::builtins::{Builder, ContractError, Kind};
 use buildit_store::{Derivation, StorePath};
 use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::Direction;
@@ -305,11 +304,11 @@ impl Realiser<'_> {
                 }
                 continue;
             }
-            let kind = match d.builder.as_str() {
-                FETCHURL => StepKind::Fetch,
-                UNPACK_DEB | BUILDROOT => StepKind::Builtin,
-                IMAGE => StepKind::Image,
-                _ => StepKind::Build,
+            let kind = match Kind::of(d) {
+                Kind::FetchUrl => StepKind::Fetch,
+                Kind::UnpackDeb | Kind::BuildRoot => StepKind::Builtin,
+                Kind::Image => StepKind::Image,
+                Kind::Package | Kind::Plain | Kind::UnknownBuiltin => StepKind::Build,
             };
             decisions.insert(n, kind);
             level.extend(inputs());
@@ -383,16 +382,26 @@ impl Realiser<'_> {
             kind: step.kind,
         });
         let check = step.kind == StepKind::Check;
-        let result = match step.drv.builder.as_str() {
-            FETCHURL if check => self.check_fetch(&step.drv_path, &step.drv),
-            FETCHURL => self.fetch(&step.drv_path, &step.drv),
-            UNPACK_DEB | BUILDROOT => self.build_tree(&step.drv_path, &step.drv, check),
-            IMAGE => self.build_image(&step.drv_path, &step.drv, check),
-            b if b.starts_with("builtin:") => Err(BuildError::UnsupportedBuilder {
+        let result = match Builder::from_derivation(&step.drv) {
+            Err(ContractError::UnknownBuiltin(builder)) => Err(BuildError::UnsupportedBuilder {
                 drv: step.drv_path.clone(),
-                builder: b.to_string(),
+                builder,
             }),
-            _ => self.build_sandboxed(&step.drv_path, &step.drv, check, cancel),
+            Err(e) => Err(BuildError::Failed {
+                drv: step.drv_path.clone(),
+                message: e.to_string(),
+                log: None,
+            }),
+            Ok(b) => match super::builtins::builtin_of(&b) {
+                Some(builtin) => builtin.build(self, &step.drv_path, &step.drv, check),
+                None => {
+                    let package = match &b {
+                        Builder::Package(p) => Some(p),
+                        _ => None,
+                    };
+                    self.build_sandboxed(&step.drv_path, &step.drv, package, check, cancel)
+                }
+            },
         };
         let reason = result.as_ref().err().map(|e| e.reason());
         let mismatch = match &result {

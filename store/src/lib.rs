@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod builtins;
 pub mod content_address;
 pub mod derivation;
 pub mod hash;

@@ -9,20 +9,14 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use buildit_store::builtins::fetchurl::DEBIAN_MIRROR;
+use buildit_store::builtins::{BuildRoot, FetchUrl, UnpackDeb};
 use buildit_store::derivation::DerivationError;
-use buildit_store::{Derivation, DerivationOutput, FileIngestion, Hash, HashAlgo, StorePath};
+use buildit_store::{Derivation, Hash, HashAlgo, StorePath};
 
 use crate::lockfile::{DebianPackage, LockFile};
 use crate::model::build_root::BuildRootDef;
 use crate::yaml::SpecError;
-
-/// `system` of derivations that buildit runs itself: they do not depend on the
-/// machine's architecture.
-pub const BUILTIN_SYSTEM: &str = "builtin";
-pub const FETCHURL: &str = "builtin:fetchurl";
-pub const UNPACK_DEB: &str = "builtin:unpack-deb";
-pub const BUILDROOT: &str = "builtin:buildroot";
-pub const DEBIAN_MIRROR: &str = "mirror://debian/";
 
 /// A store path name from free text: characters Nix does not allow become `_`.
 pub fn store_name(s: &str) -> String {
@@ -118,36 +112,10 @@ impl DrvSet {
     }
 }
 
-fn base_drv(name: &str, builder: &str) -> Derivation {
-    let mut d = Derivation {
-        system: BUILTIN_SYSTEM.into(),
-        builder: builder.into(),
-        ..Default::default()
-    };
-    d.env.insert("name".into(), name.into());
-    d.env.insert("builder".into(), builder.into());
-    d.env.insert("system".into(), BUILTIN_SYSTEM.into());
-    d
-}
-
 /// A `builtin:fetchurl` fixed-output derivation: the file at `urls` (space-separated
 /// alternatives), which must hash to `hash` (flat).
 pub fn fetchurl(name: &str, urls: &str, hash: Hash) -> Derivation {
-    let mut d = base_drv(name, FETCHURL);
-    d.env.insert("urls".into(), urls.into());
-    d.env.insert("outputHash".into(), hash.to_hex());
-    d.env
-        .insert("outputHashAlgo".into(), hash.algo().to_string());
-    d.env.insert("outputHashMode".into(), "flat".into());
-    d.outputs.insert(
-        "out".into(),
-        DerivationOutput::Fixed {
-            path: None,
-            method: FileIngestion::Flat,
-            hash,
-        },
-    );
-    d
+    FetchUrl::flat(name, urls, hash).to_derivation()
 }
 
 /// The fixed-output derivation of one locked `.deb`.
@@ -168,12 +136,14 @@ pub fn unpack_deb(
     fetch: &StorePath,
     deb: &StorePath,
 ) -> Derivation {
-    let mut d = base_drv(&store_name(&format!("{name}-{}", pkg.version)), UNPACK_DEB);
-    d.env.insert("deb".into(), deb.to_string());
-    d.env.insert("package".into(), name.into());
+    let mut d = UnpackDeb {
+        name: store_name(&format!("{name}-{}", pkg.version)),
+        deb: deb.clone(),
+        package: name.into(),
+    }
+    .to_derivation();
     d.input_drvs
         .insert(fetch.clone(), BTreeSet::from(["out".to_string()]));
-    d.outputs.insert("out".into(), DerivationOutput::Deferred);
     d
 }
 
@@ -233,17 +203,16 @@ pub fn lower_build_root(
             ))
         })?;
         let drv = lower_package(set, name, pkg).map_err(fix)?;
-        members.push(set.out(&drv).cloned().expect("unpack has out").to_string());
+        members.push(set.out(&drv).cloned().expect("unpack has out"));
         inputs.insert(drv, BTreeSet::from(["out".to_string()]));
     }
-    let mut d = base_drv(&store_name(&format!("buildroot-{}", def.name)), BUILDROOT);
-    d.env.insert("members".into(), members.join(" "));
-    d.env.insert(
-        "fixups".into(),
-        serde_json::to_string(&def.fixups).expect("fixups serialise"),
-    );
+    let mut d = BuildRoot {
+        name: store_name(&format!("buildroot-{}", def.name)),
+        members,
+        fixups: def.fixups.clone(),
+    }
+    .to_derivation();
     d.input_drvs = inputs;
-    d.outputs.insert("out".into(), DerivationOutput::Deferred);
     set.add(d).map_err(|e| fix(e.to_string()))
 }
 
@@ -252,6 +221,17 @@ mod tests {
     use super::*;
     use crate::lockfile::LockedBuildRoot;
     use crate::yaml::SourceFile;
+    use buildit_store::builtins::Plain;
+    use buildit_store::DerivationOutput;
+
+    fn base_drv(name: &str, builder: &str) -> Derivation {
+        Plain {
+            builder: builder.into(),
+            args: vec![],
+            env: BTreeMap::from([("name".to_string(), name.to_string())]),
+        }
+        .to_derivation()
+    }
 
     fn pkg(v: &str, sha: &str) -> DebianPackage {
         DebianPackage {

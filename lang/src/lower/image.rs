@@ -4,83 +4,18 @@
 //! that decides the image's bytes, carried in its environment: the base, the
 //! manifest or config, the compression, the reference name.
 
-use std::collections::BTreeMap;
+use buildit_store::builtins::image::{
+    AciLayout, Compression as ImageCompression, Format, ImageBase, ImageConfig, SyncEntry,
+    DEFAULT_MAX_LAYERS, WRITER,
+};
+use buildit_store::builtins::Image;
+use buildit_store::{FileIngestion, HashAlgo, LocalStore};
 
-use buildit_store::{Derivation, DerivationOutput, FileIngestion, HashAlgo, LocalStore, StorePath};
-use serde::{Deserialize, Serialize};
-
-use super::plan::PlannedPackage;
-use crate::lower::debian::{store_name, DrvSet, BUILTIN_SYSTEM};
+use crate::lower::debian::{store_name, DrvSet};
+use crate::lower::planned::{PlannedImage, PlannedPackage};
 use crate::model::container::{Compression, IdOrName, ImageFormat, ImageStep, Layout, OciConfig};
 use crate::model::{Located, Spec, Step};
 use crate::yaml::SpecError;
-
-pub const IMAGE: &str = "builtin:image";
-
-/// How `builtin:image` writes bytes (tar layout, compressors and their levels). It
-/// is part of every image derivation, so that a buildit that writes different bytes
-/// for the same inputs makes different paths instead of disagreeing with a cache.
-/// Change it whenever the bytes of an image would change.
-pub const IMAGE_WRITER: &str = "buildit-image-1 (gnu tar mtime 1; gzip zlib-rs 6; zstd 3; xz 6)";
-
-/// Layers an OCI image may have before the smallest neighbours are merged (Docker
-/// refuses more than 125).
-pub const DEFAULT_MAX_LAYERS: usize = 100;
-
-/// What every image holds besides its packages: Debian 12's merged-usr links, the
-/// directories runtimes and programs expect, and the users and groups base-passwd's
-/// maintainer scripts would have made (they never run). Part of the derivation, so
-/// changing it changes every image's path.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ImageBase {
-    /// Path (relative) → mode.
-    pub dirs: BTreeMap<String, u32>,
-    pub symlinks: BTreeMap<String, String>,
-    /// Path → contents (mode 0644).
-    pub files: BTreeMap<String, String>,
-}
-
-impl Default for ImageBase {
-    fn default() -> Self {
-        let dirs = [
-            ("usr/bin", 0o755),
-            ("usr/sbin", 0o755),
-            ("usr/lib", 0o755),
-            ("usr/lib64", 0o755),
-            ("etc", 0o755),
-            ("root", 0o700),
-            ("tmp", 0o1777),
-            ("var/tmp", 0o1777),
-            ("run", 0o755),
-            ("proc", 0o555),
-            ("sys", 0o555),
-            ("dev", 0o755),
-        ];
-        let links = buildit_store::usrmerge::MERGED_USR_LINKS;
-        let files = [
-            (
-                "etc/passwd",
-                "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
-            ),
-            ("etc/group", "root:x:0:\nnogroup:x:65534:\n"),
-            (
-                "etc/nsswitch.conf",
-                "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\n",
-            ),
-        ];
-        ImageBase {
-            dirs: dirs.iter().map(|(p, m)| (p.to_string(), *m)).collect(),
-            symlinks: links
-                .iter()
-                .map(|(p, t)| (p.to_string(), t.to_string()))
-                .collect(),
-            files: files
-                .iter()
-                .map(|(p, c)| (p.to_string(), c.to_string()))
-                .collect(),
-        }
-    }
-}
 
 /// The users and groups of [`ImageBase`], for `owner:` names.
 fn base_id(name: &str) -> Option<u32> {
@@ -91,49 +26,12 @@ fn base_id(name: &str) -> Option<u32> {
     }
 }
 
-/// One `sync` step as the image builder reads it (env `syncs`, a JSON array).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SyncEntry {
-    /// The file or tree, a store path.
-    pub src: String,
-    /// Absolute in the image.
-    pub dest: String,
-    pub recursive: bool,
-    pub mode: Option<u32>,
-    pub uid: u32,
-    pub gid: u32,
-}
-
-/// The OCI config (env `config`, JSON).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OciImageConfig {
-    pub entrypoint: Option<Vec<String>>,
-    pub cmd: Option<Vec<String>>,
-    pub env: Vec<String>,
-    pub working_dir: Option<String>,
-    pub user: Option<String>,
-    pub exposed_ports: Vec<String>,
-    pub labels: BTreeMap<String, String>,
-    pub os: String,
-    pub architecture: String,
-}
-
-/// One image of the plan.
-#[derive(Debug, Clone)]
-pub struct PlannedImage {
-    pub format: ImageFormat,
-    /// `author/name-version`, for messages.
-    pub title: String,
-    pub drv: StorePath,
-    pub out: StorePath,
-}
-
-fn compression_name(c: Compression) -> &'static str {
+fn compression(c: Compression) -> ImageCompression {
     match c {
-        Compression::None => "none",
-        Compression::Gzip => "gzip",
-        Compression::Xz => "xz",
-        Compression::Zstd => "zstd",
+        Compression::None => ImageCompression::None,
+        Compression::Gzip => ImageCompression::Gzip,
+        Compression::Xz => ImageCompression::Xz,
+        Compression::Zstd => ImageCompression::Zstd,
     }
 }
 
@@ -156,8 +54,8 @@ fn oci_config(
     aci_manifest: Option<&serde_json::Value>,
     os: &str,
     arch: &str,
-) -> OciImageConfig {
-    let mut c = OciImageConfig {
+) -> ImageConfig {
+    let mut c = ImageConfig {
         os: os.to_string(),
         architecture: arch.to_string(),
         ..Default::default()
@@ -315,18 +213,16 @@ pub fn lower_images(
         Step::Image(i) if i.format == ImageFormat::Aci => i.manifest.as_ref(),
         _ => None,
     });
-    let base = serde_json::to_string(&ImageBase::default()).expect("serialisable");
-    let sync_json = serde_json::to_string(&syncs.iter().map(|(_, e)| e).collect::<Vec<_>>())
-        .expect("serialisable");
+    let syncs_of_image: Vec<SyncEntry> = syncs.iter().map(|(_, e)| e.clone()).collect();
 
     let mut images = Vec::new();
     for step in spec.steps.iter().filter_map(|s| match s {
         Step::Image(i) => Some(i),
         _ => None,
     }) {
-        let (suffix, format) = match step.format {
-            ImageFormat::Aci => ("aci", "aci"),
-            ImageFormat::Oci => ("oci", "oci"),
+        let suffix = match step.format {
+            ImageFormat::Aci => "aci",
+            ImageFormat::Oci => "oci",
         };
         let drv_name = store_name(&format!(
             "{name}{}-{suffix}",
@@ -335,62 +231,23 @@ pub fn lower_images(
                 .map(|v| format!("-{v}"))
                 .unwrap_or_default()
         ));
-        let mut d = Derivation {
-            system: BUILTIN_SYSTEM.into(),
-            builder: IMAGE.into(),
-            ..Default::default()
-        };
-        let mut env = BTreeMap::new();
-        env.insert("name".to_string(), drv_name.clone());
-        env.insert("builder".to_string(), IMAGE.to_string());
-        env.insert("system".to_string(), BUILTIN_SYSTEM.to_string());
-        env.insert("format".to_string(), format.to_string());
-        env.insert("writer".to_string(), IMAGE_WRITER.to_string());
-        env.insert("title".to_string(), title.clone());
-        env.insert("base".to_string(), base.clone());
-        env.insert("syncs".to_string(), sync_json.clone());
-        env.insert(
-            "compression".to_string(),
-            compression_name(step.compression).to_string(),
-        );
-        let mut pkgs = Vec::new();
-        for p in packages.iter().filter(|p| p.direct) {
-            d.input_drvs
-                .entry(p.drv.clone())
-                .or_default()
-                .insert("out".to_string());
-            pkgs.push(p.out.to_absolute());
-        }
-        env.insert("packages".to_string(), pkgs.join(" "));
-        for (sp, _) in &syncs {
-            d.input_srcs.insert(sp.clone());
-        }
-        match step.format {
-            ImageFormat::Aci => {
-                let manifest = step
+        let direct: Vec<&PlannedPackage> = packages.iter().filter(|p| p.direct).collect();
+        let format = match step.format {
+            ImageFormat::Aci => Format::Aci {
+                manifest: step
                     .content
                     .as_ref()
                     .map(|c| c.value.clone())
                     .ok_or_else(|| {
                         step.loc
                             .error("an aci image needs `content:`, its image manifest", None)
-                    })?;
-                env.insert("manifest".to_string(), manifest);
-                env.insert(
-                    "layout".to_string(),
-                    match step.layout {
-                        Layout::Single => "single",
-                        Layout::PerPackage => "per-package",
-                    }
-                    .to_string(),
-                );
-            }
+                    })?,
+                layout: match step.layout {
+                    Layout::Single => AciLayout::Single,
+                    Layout::PerPackage => AciLayout::PerPackage,
+                },
+            },
             ImageFormat::Oci => {
-                let config = oci_config(step, aci_manifest, &os, &arch);
-                env.insert(
-                    "config".to_string(),
-                    serde_json::to_string(&config).expect("serialisable"),
-                );
                 let reference = match &step.name {
                     Some(n) => n.value.clone(),
                     None => format!(
@@ -408,15 +265,33 @@ pub fn lower_images(
                 } else {
                     format!("localhost/{reference}")
                 };
-                env.insert("refName".to_string(), reference);
-                env.insert(
-                    "maxLayers".to_string(),
-                    step.max_layers.unwrap_or(DEFAULT_MAX_LAYERS).to_string(),
-                );
+                Format::Oci {
+                    config: Box::new(oci_config(step, aci_manifest, &os, &arch)),
+                    ref_name: reference,
+                    max_layers: step.max_layers.unwrap_or(DEFAULT_MAX_LAYERS),
+                }
             }
+        };
+        let image = Image {
+            name: drv_name,
+            writer: WRITER.to_string(),
+            title: title.clone(),
+            base: ImageBase::default(),
+            syncs: syncs_of_image.clone(),
+            compression: compression(step.compression),
+            packages: direct.iter().map(|p| p.out.clone()).collect(),
+            format,
+        };
+        let mut d = image.to_derivation();
+        for p in &direct {
+            d.input_drvs
+                .entry(p.drv.clone())
+                .or_default()
+                .insert("out".to_string());
         }
-        d.env = env;
-        d.outputs.insert("out".into(), DerivationOutput::Deferred);
+        for (sp, _) in &syncs {
+            d.input_srcs.insert(sp.clone());
+        }
         let drv = set
             .add(d)
             .map_err(|e| step.loc.error(format!("lowering the image: {e}"), None))?;

@@ -6,14 +6,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use buildit_store::{
-    Derivation, DerivationOutput, FileIngestion, Hash, HashAlgo, LocalStore, StorePath,
-};
+use buildit_store::builtins::package::{self, PackageBuild};
+use buildit_store::{Derivation, FileIngestion, Hash, HashAlgo, LocalStore, StorePath};
 use thiserror::Error;
 
 pub mod debian;
 pub mod image;
 pub mod plan;
+pub mod planned;
 
 use crate::lower::debian::{fetchurl, store_name, DrvSet};
 
@@ -22,10 +22,10 @@ pub const PHASE_RUNNER: &str = include_str!("phases.sh");
 pub const PHASE_RUNNER_NAME: &str = "buildit-phases.sh";
 
 /// Phases a recipe may set; each becomes the env var `<name>Phase`.
-pub const PHASES: [&str; 6] = ["unpack", "patch", "configure", "build", "check", "install"];
+pub use buildit_store::builtins::package::PHASES;
 
 /// The system of source builds (the only one for now).
-pub const SYSTEM: &str = "x86_64-linux";
+pub use buildit_store::builtins::package::SYSTEM;
 
 #[derive(Debug, Error)]
 pub enum LowerError {
@@ -112,16 +112,11 @@ pub fn lower_build(
     store: &LocalStore,
     spec: &BuildSpec,
 ) -> Result<StorePath, LowerError> {
-    let mut d = Derivation {
-        system: SYSTEM.into(),
-        builder: "/bin/bash".into(),
-        ..Default::default()
-    };
     let runner = store.add_text(PHASE_RUNNER_NAME, PHASE_RUNNER.as_bytes(), &BTreeSet::new())?;
-    d.args.push(runner.to_string());
-    d.input_srcs.insert(runner);
+    // Inputs are gathered on a scratch derivation, then moved onto the typed one.
+    let mut d = Derivation::default();
+    d.input_srcs.insert(runner.clone());
 
-    let mut srcs = Vec::new();
     let mut fetched = Vec::new();
     for s in &spec.sources {
         fetched.push(fetch_url(s)?);
@@ -142,8 +137,9 @@ pub fn lower_build(
         .map(|f| set.add(f))
         .collect::<Result<_, _>>()?;
     remote.reverse();
+    let mut srcs = Vec::new();
     for f in &fetched {
-        srcs.push(input(set, &mut d, f)?.to_string());
+        srcs.push(input(set, &mut d, f)?);
     }
     let mut patches = Vec::new();
     for p in &spec.patches {
@@ -156,53 +152,52 @@ pub fn lower_build(
                     FileIngestion::Recursive,
                     HashAlgo::Sha256,
                 )?;
-                patches.push(sp.to_string());
+                patches.push(sp.clone());
                 d.input_srcs.insert(sp);
             }
             Patch::Remote(_) => {
                 let drv = remote.pop().expect("one drv per remote patch");
-                patches.push(input(set, &mut d, &drv)?.to_string());
+                patches.push(input(set, &mut d, &drv)?);
             }
         }
     }
     let mut root = Vec::new();
     for r in &spec.build_root {
-        root.push(input(set, &mut d, r)?.to_string());
+        root.push(input(set, &mut d, r)?);
     }
     let mut runtime = Vec::new();
     for r in &spec.runtime {
-        runtime.push(input(set, &mut d, r)?.to_string());
+        runtime.push(input(set, &mut d, r)?);
     }
-
-    let name = store_name(&format!("{}-{}", spec.name, spec.version));
-    let mut env: BTreeMap<String, String> = spec.env.clone();
-    for (k, v) in [
-        ("name", name),
-        ("pname", spec.name.clone()),
-        ("version", spec.version.clone()),
-        ("builder", "/bin/bash".to_string()),
-        ("system", SYSTEM.to_string()),
-        ("src", srcs.join(" ")),
-        ("patches", patches.join(" ")),
-        ("buildOptions", spec.options.join(" ")),
-        ("configureFlags", spec.configure_flags.join(" ")),
-        ("buildRoot", root.join(" ")),
-        ("runtimeDeps", runtime.join(" ")),
-    ] {
-        env.insert(k.to_string(), v);
-    }
-    for (phase, script) in &spec.phases {
+    for phase in spec.phases.keys() {
         if !PHASES.contains(&phase.as_str()) {
             return Err(LowerError::Invalid {
                 what: format!("{}-{}", spec.name, spec.version),
                 reason: format!("unknown phase '{phase}' (phases: {})", PHASES.join(", ")),
             });
         }
-        env.insert(format!("{phase}Phase"), script.clone());
     }
-    d.env = env;
-    d.outputs.insert("out".into(), DerivationOutput::Deferred);
-    Ok(set.add(d)?)
+
+    let build = PackageBuild {
+        name: store_name(&format!("{}-{}", spec.name, spec.version)),
+        builder: package::BUILDER.to_string(),
+        system: SYSTEM.to_string(),
+        args: vec![runner.to_string()],
+        pname: spec.name.clone(),
+        version: spec.version.clone(),
+        src: srcs,
+        patches,
+        build_options: spec.options.clone(),
+        configure_flags: spec.configure_flags.clone(),
+        build_root: root,
+        runtime_deps: runtime,
+        phases: spec.phases.clone(),
+        env: spec.env.clone(),
+    };
+    let mut drv = build.to_derivation();
+    drv.input_drvs = d.input_drvs;
+    drv.input_srcs = d.input_srcs;
+    Ok(set.add(drv)?)
 }
 
 #[cfg(test)]

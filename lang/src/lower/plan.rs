@@ -9,31 +9,9 @@ use buildit_store::{LocalStore, StorePath};
 use super::{lower_build, BuildSpec, Fetched, Patch};
 use crate::lockfile::{LockFile, LockedPackage};
 use crate::lower::debian::{lower_build_root, lower_package, DrvSet};
+pub use crate::lower::planned::{Plan, PlannedImage, PlannedPackage};
 use crate::model::{Dependency, Located, Package, PackageOrigin, PatchSource, RecipeId, Spec};
 use crate::yaml::SpecError;
-
-/// One lowered package of the container (or a recipe it depends on).
-#[derive(Debug, Clone)]
-pub struct PlannedPackage {
-    pub key: String,
-    pub id: RecipeId,
-    pub version: String,
-    pub options: Vec<String>,
-    pub drv: StorePath,
-    pub out: StorePath,
-    /// A package step of container.yaml (false: reached as a dependency).
-    pub direct: bool,
-}
-
-/// A spec lowered: every derivation (inputs first) and what each package became.
-pub struct Plan {
-    pub set: DrvSet,
-    pub packages: Vec<PlannedPackage>,
-    /// Build root name → its `.drv`.
-    pub build_roots: BTreeMap<String, StorePath>,
-    /// One per `image` step, in order.
-    pub images: Vec<super::image::PlannedImage>,
-}
 
 /// How the lock names a package: its directory (relative to the spec) when embedded,
 /// else its recipe id.
@@ -390,7 +368,7 @@ pub fn lower_spec(
     for p in spec.packages() {
         l.package(p, true)?;
     }
-    let images = super::image::lower_images(&mut l.set, store, spec, &l.planned)?;
+    let images = crate::lower::image::lower_images(&mut l.set, store, spec, &l.planned)?;
     Ok(Plan {
         set: l.set,
         packages: l.planned,

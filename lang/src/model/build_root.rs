@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use marked_yaml::Spanned;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::yaml::{SourceFile, SpecError};
 
@@ -51,20 +51,9 @@ impl PartialEq for SourceFile {
 }
 impl Eq for SourceFile {}
 
-/// What the `builtin:buildroot` builder does after merging the member trees. Lives in
-/// the derivation's env as canonical JSON, so it is part of the build root's hash.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct Fixups {
-    /// `bin`, `sbin`, `lib*` at the top as symlinks into `usr/`.
-    pub merged_usr: bool,
-    /// Absolute link path → target (relative to the link's directory, or absolute).
-    pub alternatives: BTreeMap<String, String>,
-    /// Absolute path → contents (mode 0644).
-    pub files: BTreeMap<String, String>,
-    /// Absolute paths of extra (empty) directories.
-    pub directories: Vec<String>,
-}
+/// The fix-ups are part of the derivation contract: the build-root builder reads
+/// them back from the derivation.
+pub use buildit_store::builtins::Fixups;
 
 fn check_abs(src: &SourceFile, s: &Spanned<String>, what: &str) -> Result<String, SpecError> {
     let ok = s.starts_with('/')

@@ -5,11 +5,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use buildit_lang::lockfile::{DebianPackage, LockFile, LockedBuildRoot, LockedPackage};
-use buildit_lang::lower::debian::{lower_build_root, lower_package, DrvSet, BUILTIN_SYSTEM};
-use buildit_lang::lower::image::IMAGE;
+use buildit_lang::lower::debian::{lower_build_root, lower_package, DrvSet};
 use buildit_lang::lower::{lower_build, BuildSpec, Fetched, Patch};
 use buildit_lang::model::build_root::BuildRootDef;
 use buildit_lang::yaml::SourceFile;
+use buildit_store::builtins::image::BUILDER as IMAGE;
+use buildit_store::builtins::BUILTIN_SYSTEM;
 use buildit_store::{Derivation, DerivationOutput, LocalStore, StorePath};
 
 use super::*;
