@@ -5,12 +5,12 @@ use std::io::Write;
 
 use super::output::{note, print_json};
 use super::progress::{Reporter, ReporterOptions};
-use super::realise::{resolve_targets, summarise, BuildArgs};
+use super::realise::{summarise, BuildArgs};
 use super::{CliError, CliResult, Global};
 use crate::audit::outputs::DiffOptions;
 use crate::ops::cache as cache_ops;
 use crate::ops::check::{deep_targets, CheckError, CheckReport, Checker};
-use crate::ops::realise::outputs;
+use crate::ops::realise::{outputs, resolve_targets};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -70,7 +70,7 @@ fn run(global: &Global, args: &Args) -> CliResult<CheckReport> {
             help: None,
         })?;
     }
-    let caches = args.build.caches(config.as_ref())?;
+    let caches = cache_ops::for_build(config.as_ref(), &args.build.cache_request())?;
     let fetcher = args.build.sources().fetcher(config.as_ref());
     let against = cache_ops::open_all(
         &args

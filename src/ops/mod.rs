@@ -2,6 +2,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod build;
 pub mod cache;
 pub mod check;
 pub mod debian;
