@@ -8,7 +8,8 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use buildit::audit::drv::{diff_locks, diff_specs, Reason};
+use buildit::audit::drv::{diff_locks, Reason};
+use buildit::ops::diff::diff_specs;
 use buildit_lang::lockfile::{DebianPackage, LockFile, LockedBuildRoot, LockedPackage};
 use buildit_lang::lower::plan::{debian_names, package_key, remote_patches};
 use buildit_store::LocalStore;
