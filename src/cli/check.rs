@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use super::output::{note, print_json};
+use super::output::{note, print_json, warn_untrusted};
 use super::progress::{Reporter, ReporterOptions};
 use super::realise::{summarise, BuildArgs};
 use super::{CliError, CliResult, Global};
@@ -63,7 +63,7 @@ fn run(global: &Global, args: &Args) -> CliResult<CheckReport> {
         .iter()
         .map(|t| deriver_of_output(&store, t))
         .collect::<CliResult<Vec<_>>>()?;
-    let (mut drvs, config) = resolve_targets(&store, &targets)?;
+    let (mut drvs, config) = resolve_targets(&store, &targets, &warn_untrusted)?;
     if args.deep {
         drvs = deep_targets(&store, &drvs).map_err(|e| CliError::Usage {
             message: e.to_string(),

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use serde_json::json;
 
-use super::output::{note, print_json};
+use super::output::{note, print_json, warn_untrusted};
 use super::{CliError, CliResult, Global};
 use crate::audit::drv::DrvDiff;
 use crate::audit::outputs::{self, DiffOptions};
@@ -55,7 +55,8 @@ fn run(global: &Global, args: &Args) -> CliResult<bool> {
         },
         ..DiffOptions::default()
     };
-    let d = ops_diff::diff(&store, &args.a, &args.b, &options).map_err(rendered)?;
+    let d =
+        ops_diff::diff(&store, &args.a, &args.b, &options, &warn_untrusted).map_err(rendered)?;
     match &d {
         Diff::Derivations(d) => show_drv(d, args.json)?,
         Diff::Outputs {

@@ -151,6 +151,14 @@ macro_rules! note {
 }
 pub(crate) use note;
 
+/// One warning per configuration file passed over, with why and how to allow it.
+pub fn warn_untrusted(u: &buildit_lang::model::trust::Untrusted) {
+    note!(
+        "warning: ignoring the configuration {u}\n  help: {}",
+        u.help()
+    );
+}
+
 /// Whether `e` comes from writing into a closed pipe that is our own stdout or
 /// stderr: the whole chain is looked at, since the write may be deep inside (a
 /// NAR dump). A broken pipe to anything else (an ssh cache's connection, a

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use super::output::note;
+use super::output::{note, warn_untrusted};
 use super::{CliError, CliResult, Global};
 use crate::ops::push::{push, PushError, PushRequest};
 
@@ -28,7 +28,12 @@ pub fn exec(global: &Global, args: Args) -> CliResult<()> {
         paths: args.paths,
         secret_key_file: args.secret_key_file,
     };
-    let outcome = push(&store, &request, &|p| note!("uploading {p}"))?;
+    let outcome = push(
+        &store,
+        &request,
+        &|p| note!("uploading {p}"),
+        &warn_untrusted,
+    )?;
     let mut out = std::io::stdout().lock();
     for p in &outcome.pushed {
         writeln!(out, "{p}")?;

@@ -257,6 +257,7 @@ impl BuildView {
 
     fn render(&self, event: BuildEvent<'_>) -> CliResult<()> {
         match event {
+            BuildEvent::Untrusted { config } => super::output::warn_untrusted(config),
             BuildEvent::Evaluated { title } => {
                 writeln!(std::io::stderr(), "Building {title}")?;
             }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use buildit_lang::lower::image::PlannedImage;
 use buildit_lang::lower::plan::PlannedPackage;
 use buildit_lang::model::container::ImageFormat;
+use buildit_lang::model::trust::Untrusted;
 use buildit_lang::model::Config;
 use buildit_store::{LocalStore, StoreError, StorePath};
 
@@ -82,6 +83,8 @@ pub enum Availability<'a> {
 /// What `build` reports as it goes, besides the realiser's own events.
 #[derive(Debug, Clone, Copy)]
 pub enum BuildEvent<'a> {
+    /// A configuration file passed over as untrusted.
+    Untrusted { config: &'a Untrusted },
     /// The spec is evaluated; `title` is `author/name-version` or what is known of it.
     Evaluated { title: &'a str },
     /// One of the spec's own packages, and where its output is.
@@ -178,7 +181,9 @@ pub fn build(
     request: &BuildRequest,
     progress: &dyn BuildProgress,
 ) -> Result<BuildOutcome, BuildOpError> {
-    let loaded = load::load(&request.dir)?;
+    let loaded = load::load(&request.dir, &|config| {
+        progress.build_event(BuildEvent::Untrusted { config })
+    })?;
     let plan = load::eval(&loaded, store)?;
     let var = |k: &str| loaded.vars.get(k).map(|v| v.to_string());
     let title = match (var("author"), var("name"), var("version")) {
@@ -278,7 +283,10 @@ pub fn realise_targets(
     request: &RealiseRequest,
     progress: &dyn BuildProgress,
 ) -> Result<BuildOutcome, BuildOpError> {
-    let (drvs, config) = crate::ops::realise::resolve_targets(store, &request.targets)?;
+    let (drvs, config) =
+        crate::ops::realise::resolve_targets(store, &request.targets, &|config| {
+            progress.build_event(BuildEvent::Untrusted { config })
+        })?;
     let targets: Vec<Target> = drvs
         .into_iter()
         .map(|drv| Target {

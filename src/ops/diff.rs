@@ -132,10 +132,13 @@ pub fn diff(
     a: &str,
     b: &str,
     options: &DiffOptions,
+    warn: load::Warn<'_>,
 ) -> Result<Diff, DiffError> {
     let (a, b) = (classify(store, a)?, classify(store, b)?);
     match (a, b) {
-        (Operand::Spec(a), Operand::Spec(b)) => Ok(Diff::Derivations(diff_specs(store, &a, &b)?)),
+        (Operand::Spec(a), Operand::Spec(b)) => {
+            Ok(Diff::Derivations(diff_specs(store, &a, &b, warn)?))
+        }
         (Operand::Drv(a), Operand::Drv(b)) => {
             Ok(Diff::Derivations(diff_derivations(store, &[a], &[b])?))
         }
@@ -190,9 +193,14 @@ pub fn diff(
 
 /// Two spec directories, each loaded with its own lock and lowered into `store`,
 /// diffed from their roots ([`load::plan_roots`]).
-pub fn diff_specs(store: &LocalStore, a: &Path, b: &Path) -> Result<DrvDiff, DiffError> {
+pub fn diff_specs(
+    store: &LocalStore,
+    a: &Path,
+    b: &Path,
+    warn: load::Warn<'_>,
+) -> Result<DrvDiff, DiffError> {
     let lower = |dir: &Path| -> Result<Vec<StorePath>, SpecOpError> {
-        let spec = load::load(dir)?;
+        let spec = load::load(dir, warn)?;
         let plan = load::eval(&spec, store)?;
         Ok(load::plan_roots(&plan))
     };

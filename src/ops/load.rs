@@ -50,13 +50,17 @@ pub fn is_spec_dir(path: &Path) -> bool {
     path.join("container.yaml").is_file()
 }
 
-pub fn load(dir: &Path) -> Result<Spec, SpecError> {
+/// Hears of each configuration file passed over as untrusted (the caller says so
+/// to the user: a spec may then fail for want of what the file said).
+pub type Warn<'a> = &'a dyn Fn(&Untrusted);
+
+pub fn load(dir: &Path, warn: Warn<'_>) -> Result<Spec, SpecError> {
     // One spelling of the directory, whatever the user typed (`s`, `./s/`, a symlink):
     // lock keys are paths relative to it.
     let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
     // Found here rather than by the loader, so the warnings are out even when the
     // spec then fails (perhaps for want of what the ignored file said).
-    let config = config_for(&dir)?;
+    let config = config_for(&dir, warn)?;
     load_spec_with(
         &dir,
         &LoadOptions {
@@ -66,26 +70,26 @@ pub fn load(dir: &Path) -> Result<Spec, SpecError> {
     )
 }
 
-/// The configuration that applies in `dir` ([`Config::discover`]); each file passed
-/// over as untrusted is warned about on stderr.
-pub fn config_for(dir: &Path) -> Result<Option<Config>, SpecError> {
+/// The configuration that applies in `dir` ([`Config::discover`]); `warn` hears
+/// of each file passed over as untrusted.
+pub fn config_for(dir: &Path, warn: Warn<'_>) -> Result<Option<Config>, SpecError> {
     let (config, ignored) = Config::discover(dir)?;
-    warn_untrusted(&ignored);
+    ignored.iter().for_each(warn);
     Ok(config)
 }
 
 /// The configuration that applies to a command given no spec directory: the one
 /// of the current directory, its parents, then the user's.
-pub fn config_here() -> Result<Option<Config>, SpecOpError> {
+pub fn config_here(warn: Warn<'_>) -> Result<Option<Config>, SpecOpError> {
     let dir = std::env::current_dir().map_err(SpecOpError::CurrentDir)?;
-    Ok(config_for(&dir)?)
+    Ok(config_for(&dir, warn)?)
 }
 
 /// The spec's own configuration, else [`config_here`].
-pub fn config_or_here(spec: Option<Config>) -> Result<Option<Config>, SpecOpError> {
+pub fn config_or_here(spec: Option<Config>, warn: Warn<'_>) -> Result<Option<Config>, SpecOpError> {
     match spec {
         Some(c) => Ok(Some(c)),
-        None => config_here(),
+        None => config_here(warn),
     }
 }
 
@@ -107,20 +111,6 @@ pub fn plan_derivations(plan: &Plan) -> Vec<StorePath> {
     packages
         .chain(plan.images.iter().map(|i| i.drv.clone()))
         .collect()
-}
-
-/// One warning per configuration file passed over, with why and how to allow it.
-pub fn warn_untrusted(ignored: &[Untrusted]) {
-    use std::io::Write;
-    let mut err = std::io::stderr().lock();
-    for u in ignored {
-        // A closed stderr is no reason to fail the command.
-        let _ = writeln!(
-            err,
-            "warning: ignoring the configuration {u}\n  help: {}",
-            u.help()
-        );
-    }
 }
 
 fn all_packages(spec: &Spec) -> Vec<&Package> {

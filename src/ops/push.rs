@@ -49,12 +49,13 @@ pub fn push(
     store: &LocalStore,
     request: &PushRequest,
     progress: &dyn Fn(&StorePath),
+    warn: load::Warn<'_>,
 ) -> Result<PushOutcome, PushError> {
     let mut paths: Vec<StorePath> = Vec::new();
     let mut config = None;
     for p in &request.paths {
         if load::is_spec_dir(Path::new(p)) {
-            let loaded = load::load(Path::new(p))?;
+            let loaded = load::load(Path::new(p), warn)?;
             let plan = load::eval(&loaded, store)?;
             paths.extend(cache_ops::spec_paths(
                 store,
@@ -69,7 +70,7 @@ pub fn push(
             paths.push(sp);
         }
     }
-    let config = load::config_or_here(config)?;
+    let config = load::config_or_here(config, warn)?;
     let key = cache_ops::secret_key(request.secret_key_file.as_deref(), config.as_ref())?;
     let cache = BinaryCache::new(crate::cache::open(&request.cache)?, 0, Default::default());
     let pushed = cache.push(store, &paths, &key, progress)?;

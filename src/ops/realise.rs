@@ -123,12 +123,13 @@ pub enum TargetError {
 pub fn resolve_targets(
     store: &LocalStore,
     args: &[String],
+    warn: load::Warn<'_>,
 ) -> Result<(Vec<StorePath>, Option<Config>), TargetError> {
     let mut drvs = Vec::new();
     let mut spec_loaded: Option<Spec> = None;
     for t in args {
         if load::is_spec_dir(Path::new(t)) {
-            let loaded = load::load(Path::new(t))?;
+            let loaded = load::load(Path::new(t), warn)?;
             let plan = load::eval(&loaded, store)?;
             drvs.extend(load::plan_roots(&plan));
             spec_loaded = Some(loaded);
@@ -143,6 +144,6 @@ pub fn resolve_targets(
             drvs.push(p);
         }
     }
-    let config = load::config_or_here(spec_loaded.and_then(|s| s.config))?;
+    let config = load::config_or_here(spec_loaded.and_then(|s| s.config), warn)?;
     Ok((drvs, config))
 }
