@@ -8,7 +8,8 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use buildit::audit::drv::{diff_locks, diff_specs, Reason};
+use buildit::audit::drv::{diff_locks, Reason};
+use buildit::ops::diff::diff_specs;
 use buildit_lang::lockfile::{DebianPackage, LockFile, LockedBuildRoot, LockedPackage};
 use buildit_lang::lower::plan::{debian_names, package_key, remote_patches};
 use buildit_store::LocalStore;
@@ -33,7 +34,7 @@ fn fake_deb(name: &str, version: &str) -> DebianPackage {
 
 /// A lock for the spec in `dir` whose closures are exactly what is asked for.
 fn fake_lock(dir: &Path) -> LockFile {
-    let spec = buildit::ops::load::load(dir).unwrap();
+    let spec = buildit::ops::load::load(dir, &|_| {}).unwrap();
     let mut lock = LockFile::default();
     for (name, root) in &spec.build_roots {
         let mut packages = root.def.packages.clone();
@@ -99,7 +100,7 @@ fn copies_in_other_places_are_the_same() {
     let t = tempfile::tempdir().unwrap();
     let a = nginx_prod(t.path(), "a");
     let b = nginx_prod(&t.path().join("elsewhere"), "nginx-prod");
-    let d = diff_specs(&store(t.path()), &a, &b).unwrap();
+    let d = diff_specs(&store(t.path()), &a, &b, &|_| {}).unwrap();
     assert!(d.is_empty(), "{d}");
     assert!(d.unchanged > 20, "{d}");
 }
@@ -114,7 +115,7 @@ fn an_option_turned_on_rebuilds_the_images() {
         "    - http2\n",
         "    - http2\n    - stub-status\n",
     );
-    let d = diff_specs(&store(t.path()), &a, &b).unwrap();
+    let d = diff_specs(&store(t.path()), &a, &b, &|_| {}).unwrap();
     assert_eq!(
         d.causes,
         [Reason::OptionOn {
@@ -155,7 +156,7 @@ fn a_patch_and_a_synced_file_changed() {
     text.push_str("# tuned\n");
     std::fs::write(&conf, text).unwrap();
 
-    let d = diff_specs(&store(t.path()), &a, &b).unwrap();
+    let d = diff_specs(&store(t.path()), &a, &b, &|_| {}).unwrap();
     let kinds: Vec<String> = d
         .causes
         .iter()
@@ -203,7 +204,7 @@ fn a_debian_update_in_the_lock_is_one_cause() {
         .insert("libssl3".into(), fake_deb("libssl3", "3.0.16-1~deb12u1"));
     lock.save(&b.join("buildit.lock")).unwrap();
 
-    let d = diff_specs(&store(t.path()), &a, &b).unwrap();
+    let d = diff_specs(&store(t.path()), &a, &b, &|_| {}).unwrap();
     assert_eq!(d.causes.len(), 1, "{d}");
     assert!(
         matches!(&d.causes[0], Reason::DebianPackageChanged { package, old_version, new_version, .. }

@@ -3,14 +3,14 @@
 
 use std::io::Write;
 
-use super::output::{note, print_json};
+use super::output::{note, print_json, warn_untrusted};
 use super::progress::{Reporter, ReporterOptions};
-use super::realise::{resolve_targets, summarise, BuildArgs};
+use super::realise::{summarise, BuildArgs};
 use super::{CliError, CliResult, Global};
 use crate::audit::outputs::DiffOptions;
 use crate::ops::cache as cache_ops;
 use crate::ops::check::{deep_targets, CheckError, CheckReport, Checker};
-use crate::ops::realise::outputs;
+use crate::ops::realise::{outputs, resolve_targets};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -63,14 +63,14 @@ fn run(global: &Global, args: &Args) -> CliResult<CheckReport> {
         .iter()
         .map(|t| deriver_of_output(&store, t))
         .collect::<CliResult<Vec<_>>>()?;
-    let (mut drvs, config) = resolve_targets(&store, &targets)?;
+    let (mut drvs, config) = resolve_targets(&store, &targets, &warn_untrusted)?;
     if args.deep {
         drvs = deep_targets(&store, &drvs).map_err(|e| CliError::Usage {
             message: e.to_string(),
             help: None,
         })?;
     }
-    let caches = args.build.caches(config.as_ref())?;
+    let caches = cache_ops::for_build(config.as_ref(), &args.build.cache_request())?;
     let fetcher = args.build.sources().fetcher(config.as_ref());
     let against = cache_ops::open_all(
         &args

@@ -2,18 +2,17 @@
 //! to a closure of exact versions with the host's apt, show what apt knows, and lock
 //! the closure in `buildit.lock`.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use buildit_lang::lockfile::{DebianPackage, LockError, LockFile};
-use buildit_lang::model::build_root::BuildRootDef;
+use buildit_lang::lockfile::{LockError, LockFile};
 use clap::Subcommand;
 use serde_json::json;
 
 use super::output::{note, print_json};
 use super::{CliError, CliResult, Global};
-use crate::debian::resolve::{self, DebRequest, ResolveError};
+use crate::debian::resolve::ResolveError;
+use crate::ops::debian::{self as ops_debian, LockDebianError, LockRequest};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -219,7 +218,12 @@ pub fn exec(global: &Global, args: Args) -> CliResult<()> {
             update,
             build_root,
             packages,
-        } => lock_cmd(&packages, &build_root, &lock, update),
+        } => lock_cmd(&LockRequest {
+            packages,
+            build_roots: build_root,
+            lock,
+            update,
+        }),
     }
 }
 
@@ -238,6 +242,16 @@ impl From<ResolveError> for CliError {
     }
 }
 
+impl From<LockDebianError> for CliError {
+    fn from(e: LockDebianError) -> Self {
+        match e {
+            LockDebianError::Resolve(e) => e.into(),
+            LockDebianError::BuildRoot(e) => e.into(),
+            LockDebianError::Lock(e) => e.into(),
+        }
+    }
+}
+
 impl From<LockError> for CliError {
     fn from(e: LockError) -> Self {
         let help = match &e {
@@ -250,20 +264,12 @@ impl From<LockError> for CliError {
     }
 }
 
-fn parse_requests(packages: &[String]) -> CliResult<Vec<DebRequest>> {
-    Ok(packages
-        .iter()
-        .map(|p| p.parse::<DebRequest>())
-        .collect::<Result<Vec<_>, _>>()?)
-}
-
 fn to_json(v: impl serde::Serialize) -> CliResult<serde_json::Value> {
     Ok(serde_json::to_value(v).map_err(io::Error::from)?)
 }
 
 fn resolve_cmd(packages: &[String], json: bool) -> CliResult<()> {
-    let requests = parse_requests(packages)?;
-    let closure = resolve::resolve(&requests)?;
+    let closure = ops_debian::resolve_names(packages)?;
     if json {
         let v: Vec<serde_json::Value> = closure
             .iter()
@@ -291,7 +297,7 @@ fn resolve_cmd(packages: &[String], json: bool) -> CliResult<()> {
 const SHOW_FIELDS: [&str; 5] = ["Depends", "Pre-Depends", "Filename", "SHA256", "Size"];
 
 fn show_cmd(package: &str, json: bool) -> CliResult<()> {
-    let stanzas = resolve::show(package)?;
+    let stanzas = ops_debian::show(package)?;
     if json {
         let v: Vec<serde_json::Value> = stanzas
             .iter()
@@ -331,173 +337,21 @@ fn show_cmd(package: &str, json: bool) -> CliResult<()> {
     Ok(())
 }
 
-/// One difference between the old and the new `debian` section.
-#[derive(Debug, PartialEq, Eq)]
-enum Change {
-    Added(String, String),
-    Changed {
-        name: String,
-        old: DebianPackage,
-        new: DebianPackage,
-    },
-    Removed(String, String),
-}
-
-impl std::fmt::Display for Change {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Change::Added(n, v) => write!(f, "+ {n} {v}"),
-            Change::Removed(n, v) => write!(f, "- {n} {v}"),
-            Change::Changed { name, old, new } if old.version == new.version => write!(
-                f,
-                "~ {name} {} → {} ({}, {})",
-                old.version, new.version, new.architecture, new.filename
-            ),
-            Change::Changed { name, old, new } => {
-                write!(f, "~ {name} {} → {}", old.version, new.version)
-            }
-        }
-    }
-}
-
-/// The differences between two `debian` sections, by name, and how many of the
-/// `resolved` packages were already locked exactly as they are now.
-fn diff(
-    old: &BTreeMap<String, DebianPackage>,
-    new: &BTreeMap<String, DebianPackage>,
-    resolved: &BTreeSet<String>,
-) -> (Vec<Change>, usize) {
-    let mut changes = Vec::new();
-    let mut unchanged = 0;
-    let names: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
-    for name in names {
-        match (old.get(name), new.get(name)) {
-            (None, Some(n)) => changes.push(Change::Added(name.clone(), n.version.clone())),
-            (Some(o), None) => changes.push(Change::Removed(name.clone(), o.version.clone())),
-            (Some(o), Some(n)) if o != n => changes.push(Change::Changed {
-                name: name.clone(),
-                old: o.clone(),
-                new: n.clone(),
-            }),
-            (Some(_), Some(_)) if resolved.contains(name) => unchanged += 1,
-            _ => {}
-        }
-    }
-    (changes, unchanged)
-}
-
-/// Keep only the packages that `resolved` or a locked build root needs.
-fn prune(lock: &mut LockFile, resolved: &BTreeSet<String>) {
-    let mut keep: BTreeSet<String> = resolved.clone();
-    for root in lock.build_roots.values() {
-        keep.extend(root.packages.iter().cloned());
-    }
-    lock.debian.retain(|name, _| keep.contains(name));
-}
-
-fn lock_cmd(
-    packages: &[String],
-    build_roots: &[PathBuf],
-    path: &Path,
-    update: bool,
-) -> CliResult<()> {
-    let requests = parse_requests(packages)?;
-    let defs = build_roots
-        .iter()
-        .map(|f| BuildRootDef::load(f))
-        .collect::<Result<Vec<_>, _>>()?;
-    // Read the lock before apt runs: a broken lock file fails fast.
-    let mut lock = LockFile::load(path)?;
-    let old = lock.debian.clone();
-    let mut resolved: BTreeSet<String> = BTreeSet::new();
-    for def in &defs {
-        resolved.extend(crate::ops::debian::lock_build_root(def, &mut lock)?);
-    }
-    if !requests.is_empty() {
-        for (name, pkg) in resolve::resolve(&requests)? {
-            resolved.insert(name.clone());
-            lock.debian.insert(name, pkg);
-        }
-    }
-    if update {
-        prune(&mut lock, &resolved);
-    }
-    let (changes, unchanged) = diff(&old, &lock.debian, &resolved);
+fn lock_cmd(request: &LockRequest) -> CliResult<()> {
+    let outcome = ops_debian::lock_debian(request)?;
     let mut out = io::stdout().lock();
-    for c in &changes {
+    for c in &outcome.changes {
         writeln!(out, "{c}")?;
     }
-    if unchanged > 0 {
-        writeln!(out, "= {unchanged} unchanged")?;
+    if outcome.unchanged > 0 {
+        writeln!(out, "= {} unchanged", outcome.unchanged)?;
     }
     out.flush()?;
-    let before = std::fs::read(path).ok();
-    if before.as_deref() == Some(lock.to_text().as_bytes()) {
-        note!("{} is up to date", path.display());
+    let path = request.lock.display();
+    if outcome.written {
+        note!("wrote {path}");
     } else {
-        lock.save(path)?;
-        note!("wrote {}", path.display());
+        note!("{path} is up to date");
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn pkg(version: &str) -> DebianPackage {
-        DebianPackage {
-            version: version.into(),
-            architecture: "amd64".into(),
-            sha256: "ab".repeat(32),
-            size: 1,
-            filename: format!("pool/main/x/x/x_{version}_amd64.deb"),
-        }
-    }
-
-    #[test]
-    fn diff_and_prune() {
-        let mut lock = LockFile::default();
-        lock.debian.insert("old".into(), pkg("1"));
-        lock.debian.insert("same".into(), pkg("2"));
-        lock.debian.insert("bumped".into(), pkg("3"));
-        lock.debian.insert("rooted".into(), pkg("6"));
-        lock.build_roots.insert(
-            "r".into(),
-            buildit_lang::lockfile::LockedBuildRoot {
-                requested: vec!["rooted".into()],
-                packages: vec!["rooted".into()],
-            },
-        );
-        let old = lock.debian.clone();
-        let resolved: BTreeSet<String> = ["bumped", "new", "same"].map(String::from).into();
-        lock.debian.insert("bumped".into(), pkg("4"));
-        lock.debian.insert("new".into(), pkg("5"));
-
-        let (changes, unchanged) = diff(&old, &lock.debian, &resolved);
-        let shown: Vec<String> = changes.iter().map(|c| c.to_string()).collect();
-        assert_eq!(shown, vec!["~ bumped 3 → 4", "+ new 5"]);
-        assert_eq!(unchanged, 1);
-
-        // --update: what neither the closure nor a build root needs goes.
-        prune(&mut lock, &resolved);
-        let (changes, _) = diff(&old, &lock.debian, &resolved);
-        let shown: Vec<String> = changes.iter().map(|c| c.to_string()).collect();
-        assert_eq!(shown, vec!["~ bumped 3 → 4", "+ new 5", "- old 1"]);
-        assert_eq!(
-            lock.debian.keys().collect::<Vec<_>>(),
-            vec!["bumped", "new", "rooted", "same"]
-        );
-
-        // Same version, other file: shown as a change with the new file.
-        let mut rebuilt = lock.debian.clone();
-        if let Some(p) = rebuilt.get_mut("same") {
-            p.sha256 = "cd".repeat(32);
-        }
-        let (changes, _) = diff(&lock.debian, &rebuilt, &resolved);
-        assert_eq!(
-            changes[0].to_string(),
-            "~ same 2 → 2 (amd64, pool/main/x/x/x_2_amd64.deb)"
-        );
-    }
 }

@@ -4,16 +4,15 @@
 //! same, 1 different, 2 trouble.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use buildit_lang::lockfile::LockFile;
-use buildit_store::{LocalStore, StorePath};
 use serde_json::json;
 
-use super::output::{note, print_json};
+use super::output::{note, print_json, warn_untrusted};
 use super::{CliError, CliResult, Global};
-use crate::audit::drv::{diff_derivations, diff_locks, diff_specs, DrvDiff};
+use crate::audit::drv::DrvDiff;
 use crate::audit::outputs::{self, DiffOptions};
+use crate::ops::diff::{self as ops_diff, Diff, DiffError};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -32,66 +31,6 @@ pub struct Args {
     b: String,
 }
 
-/// What an operand is, as far as choosing the kind of diff goes.
-enum Side {
-    Spec(PathBuf),
-    Drv(StorePath),
-    Lock(PathBuf),
-    /// A store path (with its physical location) or anything on disk.
-    Output {
-        physical: PathBuf,
-        store_path: Option<StorePath>,
-    },
-}
-
-fn classify(store: &LocalStore, arg: &str) -> CliResult<Side> {
-    let p = Path::new(arg);
-    if p.join("container.yaml").is_file() {
-        return Ok(Side::Spec(p.to_path_buf()));
-    }
-    if arg.starts_with(buildit_store::STORE_DIR) || (arg.ends_with(".drv") && !p.exists()) {
-        let (sp, sub) = store.resolve(arg)?;
-        if sp.is_derivation() {
-            return Ok(Side::Drv(sp));
-        }
-        return Ok(output_in_store(store, sp, &sub));
-    }
-    if p.is_file() && (arg.ends_with(".lock") || arg.ends_with("buildit.lock")) {
-        return Ok(Side::Lock(p.to_path_buf()));
-    }
-    if arg.ends_with(".drv") {
-        if let Ok((sp, _)) = store.resolve(arg) {
-            return Ok(Side::Drv(sp));
-        }
-    }
-    if std::fs::symlink_metadata(p).is_err() {
-        return Err(CliError::usage(
-            format!("{arg}: no such file, directory or store path"),
-            Some(
-                "diff takes two .drv paths, spec directories, lock files, store paths, \
-                 NARs, directories or images",
-            ),
-        ));
-    }
-    // A link into the store (`result`) is the store path it names.
-    if let Ok((sp, sub)) = store.resolve(arg) {
-        return Ok(output_in_store(store, sp, &sub));
-    }
-    Ok(Side::Output {
-        physical: p.to_path_buf(),
-        store_path: None,
-    })
-}
-
-/// A store path, or (with `sub`) a path inside one, such as an image output's
-/// `oci/`: either way the store path's deriver explains it.
-fn output_in_store(store: &LocalStore, sp: StorePath, sub: &Path) -> Side {
-    Side::Output {
-        physical: store.physical_path(&sp).join(sub),
-        store_path: Some(sp),
-    }
-}
-
 pub fn exec(global: &Global, args: Args) -> CliResult<()> {
     match run(global, &args) {
         Ok(true) => Ok(()),
@@ -105,17 +44,9 @@ pub fn exec(global: &Global, args: Args) -> CliResult<()> {
     }
 }
 
-fn failed(e: impl std::fmt::Display) -> CliError {
-    CliError::Usage {
-        message: e.to_string(),
-        help: None,
-    }
-}
-
 /// Ok(true) when A and B are the same.
 fn run(global: &Global, args: &Args) -> CliResult<bool> {
     let store = global.open_store()?;
-    let (a, b) = (classify(&store, &args.a)?, classify(&store, &args.b)?);
     let options = DiffOptions {
         max_text_lines: if args.max_lines == 0 {
             usize::MAX
@@ -124,55 +55,22 @@ fn run(global: &Global, args: &Args) -> CliResult<bool> {
         },
         ..DiffOptions::default()
     };
-    match (a, b) {
-        (Side::Spec(a), Side::Spec(b)) => {
-            let d = diff_specs(&store, &a, &b).map_err(failed)?;
-            show_drv(&d, args.json)
-        }
-        (Side::Drv(a), Side::Drv(b)) => {
-            let d = diff_derivations(&store, &[a], &[b]).map_err(failed)?;
-            show_drv(&d, args.json)
-        }
-        (Side::Lock(a), Side::Lock(b)) => {
-            let la = LockFile::load(&a)?;
-            let lb = LockFile::load(&b)?;
-            show_drv(&diff_locks(&la, &lb), args.json)
-        }
-        (
-            Side::Output {
-                physical: pa,
-                store_path: sa,
-            },
-            Side::Output {
-                physical: pb,
-                store_path: sb,
-            },
-        ) => {
-            // Two outputs of different derivations: say first what changed in
-            // the recipe, then what changed in the files.
-            let mut causes = None;
-            if let (Some(sa), Some(sb)) = (&sa, &sb) {
-                let deriver = |p: &StorePath| -> Option<StorePath> {
-                    let d = store.path_info(p).ok()??.deriver?;
-                    store.is_valid(&d).ok()?.then_some(d)
-                };
-                if let (Some(da), Some(db)) = (deriver(sa), deriver(sb)) {
-                    if da != db {
-                        causes = Some(diff_derivations(&store, &[da], &[db]).map_err(failed)?);
-                    }
-                }
-            }
-            // A store path keeps only the executable bit; so does the comparison.
-            let options = DiffOptions {
-                nar_modes: sa.is_some() || sb.is_some(),
-                ..options
-            };
-            let files = outputs::diff(&pa, &pb, &options).map_err(failed)?;
-            let same = files.is_empty();
+    let d =
+        ops_diff::diff(&store, &args.a, &args.b, &options, &warn_untrusted).map_err(rendered)?;
+    match &d {
+        Diff::Derivations(d) => show_drv(d, args.json)?,
+        Diff::Outputs {
+            causes,
+            files,
+            a,
+            b,
+        } => {
             if args.json {
                 print_json(&json!({ "derivations": causes, "outputs": files }))?;
             } else {
                 let mut out = std::io::stdout().lock();
+                // Two outputs of different derivations: first what changed in the
+                // recipe, then what changed in the files.
                 if let Some(c) = causes.as_ref().filter(|c| !c.is_empty()) {
                     writeln!(out, "The derivations differ:")?;
                     write!(out, "{}", indent(&c.to_string()))?;
@@ -183,23 +81,38 @@ fn run(global: &Global, args: &Args) -> CliResult<bool> {
                 }
             }
             if args.diffoscope {
-                diffoscope(&pa, &pb)?;
+                diffoscope(a, b)?;
             }
-            Ok(same)
         }
-        (a, b) => Err(CliError::usage(
-            format!("{} and {} are different kinds of thing", kind(&a), kind(&b)),
+    }
+    Ok(d.is_empty())
+}
+
+/// As the command always showed them: store and lock errors as such, the
+/// operands' mistakes with a hint, a failed diff by its message alone.
+fn rendered(e: DiffError) -> CliError {
+    match e {
+        DiffError::Store(e) => e.into(),
+        DiffError::Lock(e) => e.into(),
+        DiffError::NoSuchOperand(_) => CliError::usage(
+            e.to_string(),
+            Some(
+                "diff takes two .drv paths, spec directories, lock files, store paths, \
+                 NARs, directories or images",
+            ),
+        ),
+        DiffError::Mismatch { .. } => CliError::usage(
+            e.to_string(),
             Some("compare two .drvs, two spec directories, two lock files, or two outputs"),
-        )),
+        ),
+        DiffError::Spec(_) | DiffError::Derivations(_) | DiffError::Outputs(_) => failed(e),
     }
 }
 
-fn kind(s: &Side) -> &'static str {
-    match s {
-        Side::Spec(_) => "a spec directory",
-        Side::Drv(_) => "a derivation",
-        Side::Lock(_) => "a lock file",
-        Side::Output { .. } => "an output",
+fn failed(e: impl std::fmt::Display) -> CliError {
+    CliError::Usage {
+        message: e.to_string(),
+        help: None,
     }
 }
 
@@ -207,13 +120,13 @@ fn indent(text: &str) -> String {
     text.lines().map(|l| format!("  {l}\n")).collect()
 }
 
-fn show_drv(d: &DrvDiff, json: bool) -> CliResult<bool> {
+fn show_drv(d: &DrvDiff, json: bool) -> CliResult<()> {
     if json {
         print_json(&serde_json::to_value(d).map_err(std::io::Error::other)?)?;
     } else {
         write!(std::io::stdout().lock(), "{d}")?;
     }
-    Ok(d.is_empty())
+    Ok(())
 }
 
 fn diffoscope(a: &Path, b: &Path) -> CliResult<()> {

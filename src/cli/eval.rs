@@ -8,7 +8,7 @@ use buildit_lang::model::container::ImageFormat;
 use buildit_lang::model::Step;
 use serde_json::json;
 
-use super::output::print_json;
+use super::output::{print_json, warn_untrusted};
 use super::{CliResult, Global};
 use crate::ops::load;
 
@@ -22,7 +22,7 @@ pub struct Args {
 }
 
 pub fn exec(global: &Global, args: Args) -> CliResult<()> {
-    let loaded = load::load(&args.dir)?;
+    let loaded = load::load(&args.dir, &warn_untrusted)?;
     let store = global.open_store()?;
     let plan = load::eval(&loaded, &store)?;
     // One planned image per image step, in order.

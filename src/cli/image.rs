@@ -6,8 +6,7 @@ use std::path::PathBuf;
 
 use super::output::print_json;
 use super::{CliError, CliResult, Global};
-use crate::image::inspect::inspect;
-use crate::image::layout::LayoutError;
+use crate::ops::image::{inspect, InspectOptions, LayoutError};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -33,7 +32,7 @@ enum Command {
 pub fn exec(_global: &Global, args: Args) -> CliResult<()> {
     match args.command {
         Command::Inspect { path, files, json } => {
-            let infos = inspect(&path, files).map_err(|e| {
+            let infos = inspect(&path, InspectOptions { files }).map_err(|e| {
                 // Only "what is this?" needs the hint; a refused image says why.
                 let hint = matches!(e, LayoutError::Invalid { .. }).then_some(
                     "give the result link of an image, an OCI layout directory, an oci-archive or an .aci file",

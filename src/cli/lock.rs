@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use super::output::note;
+use super::output::{note, warn_untrusted};
 use super::{CliResult, Global};
 use crate::ops::load;
 
@@ -17,7 +17,7 @@ pub struct Args {
 }
 
 pub fn exec(global: &Global, args: Args) -> CliResult<()> {
-    let loaded = load::load(&args.dir)?;
+    let loaded = load::load(&args.dir, &warn_untrusted)?;
     let path = loaded.dir.join(load::LOCK_FILE);
     let mut lock = buildit_lang::lockfile::LockFile::load(&path)?;
     let before = lock.to_text();

@@ -84,6 +84,53 @@ impl From<buildit_store::store_path::StorePathError> for CliError {
     }
 }
 
+impl From<crate::ops::cache::CacheRequestError> for CliError {
+    fn from(e: crate::ops::cache::CacheRequestError) -> Self {
+        use crate::ops::cache::CacheRequestError;
+        match e {
+            CacheRequestError::TrustedKey { key, reason } => {
+                CliError::usage(format!("--trusted-public-key {key}: {reason}"), None)
+            }
+            CacheRequestError::Cache(e) => e.into(),
+        }
+    }
+}
+
+impl From<crate::ops::realise::TargetError> for CliError {
+    fn from(e: crate::ops::realise::TargetError) -> Self {
+        use crate::ops::realise::TargetError;
+        match e {
+            TargetError::NotADerivation(_) => CliError::usage(
+                e.to_string(),
+                Some("`buildit eval DIR` prints the derivations of a spec"),
+            ),
+            TargetError::NotInStore(_) => CliError::usage(e.to_string(), None),
+            TargetError::Store(e) => e.into(),
+            TargetError::Load(e) => e.into(),
+            TargetError::Spec(e) => e.into(),
+        }
+    }
+}
+
+impl From<crate::ops::build::BuildOpError> for CliError {
+    fn from(e: crate::ops::build::BuildOpError) -> Self {
+        use crate::ops::build::BuildOpError;
+        match e {
+            BuildOpError::Load(e) => e.into(),
+            BuildOpError::Spec(e) => e.into(),
+            BuildOpError::Target(e) => e.into(),
+            BuildOpError::Store(e) => e.into(),
+            BuildOpError::Caches(e) => e.into(),
+            BuildOpError::Cache(e) => e.into(),
+            BuildOpError::Build(e) => e.into(),
+            BuildOpError::NoRepository => CliError::usage(
+                e.to_string(),
+                Some("add `repository:` with `upload-type` and `upload-path` to .buildit-config.yaml"),
+            ),
+        }
+    }
+}
+
 pub type CliResult<T> = Result<T, CliError>;
 
 /// Print a JSON value on stdout, one document per line.
@@ -103,6 +150,14 @@ macro_rules! note {
     }};
 }
 pub(crate) use note;
+
+/// One warning per configuration file passed over, with why and how to allow it.
+pub fn warn_untrusted(u: &buildit_lang::model::trust::Untrusted) {
+    note!(
+        "warning: ignoring the configuration {u}\n  help: {}",
+        u.help()
+    );
+}
 
 /// Whether `e` comes from writing into a closed pipe that is our own stdout or
 /// stderr: the whole chain is looked at, since the write may be deep inside (a

@@ -2,14 +2,11 @@
 //! skipping what the cache already has.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use buildit_store::StorePath;
-
-use super::output::note;
+use super::output::{note, warn_untrusted};
 use super::{CliError, CliResult, Global};
-use crate::cache::BinaryCache;
-use crate::ops::{cache as cache_ops, load};
+use crate::ops::push::{push, PushError, PushRequest};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -26,46 +23,38 @@ pub struct Args {
 
 pub fn exec(global: &Global, args: Args) -> CliResult<()> {
     let store = global.open_store()?;
-    let mut paths: Vec<StorePath> = Vec::new();
-    let mut config = None;
-    for p in &args.paths {
-        if Path::new(p).join("container.yaml").is_file() {
-            let loaded = load::load(Path::new(p))?;
-            let plan = load::eval(&loaded, &store)?;
-            let mut drvs: Vec<StorePath> = plan.packages.iter().map(|p| p.drv.clone()).collect();
-            drvs.extend(plan.images.iter().map(|i| i.drv.clone()));
-            paths.extend(cache_ops::spec_paths(&store, &drvs)?);
-            config = config.or(loaded.config);
-        } else {
-            let (sp, _) = store.resolve(p)?;
-            if !store.is_valid(&sp)? {
-                return Err(CliError::usage(
-                    format!("{sp} is not valid in this store"),
-                    None,
-                ));
-            }
-            paths.push(sp);
-        }
-    }
-    let config = match config {
-        Some(c) => Some(c),
-        None => match std::env::current_dir() {
-            Ok(d) => crate::ops::load::config_for(&d)?,
-            Err(_) => None,
-        },
+    let request = PushRequest {
+        cache: args.cache,
+        paths: args.paths,
+        secret_key_file: args.secret_key_file,
     };
-    let key = cache_ops::secret_key(args.secret_key_file.as_deref(), config.as_ref())?;
-    let cache = BinaryCache::new(crate::cache::open(&args.cache)?, 0, Default::default());
-    let pushed = cache.push(&store, &paths, &key, &|p| note!("uploading {p}"))?;
+    let outcome = push(
+        &store,
+        &request,
+        &|p| note!("uploading {p}"),
+        &warn_untrusted,
+    )?;
     let mut out = std::io::stdout().lock();
-    for p in &pushed {
+    for p in &outcome.pushed {
         writeln!(out, "{p}")?;
     }
     note!(
         "{} paths uploaded to {} ({} already there)",
-        pushed.len(),
-        args.cache,
-        store.closure(&paths)?.len() - pushed.len()
+        outcome.pushed.len(),
+        request.cache,
+        outcome.already_there
     );
     Ok(())
+}
+
+impl From<PushError> for CliError {
+    fn from(e: PushError) -> Self {
+        match e {
+            PushError::Load(e) => e.into(),
+            PushError::Spec(e) => e.into(),
+            PushError::Store(e) => e.into(),
+            PushError::Cache(e) => e.into(),
+            PushError::NotValid(_) => CliError::usage(e.to_string(), None),
+        }
+    }
 }

@@ -2,21 +2,23 @@
 //! sandboxes, and leave `result` links.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use buildit_lang::model::container::ImageFormat;
-use buildit_lang::model::{Config, Spec};
-use buildit_store::{LocalStore, StorePath};
 
 use super::output::note;
 use super::progress::{Reporter, ReporterOptions};
 use super::{CliError, CliResult, Global};
-use crate::cache::BinaryCache;
-use crate::ops::cache as cache_ops;
+use crate::ops::build::{
+    self as ops_build, Availability, BuildEvent, BuildOptions, BuildOutcome, BuildProgress,
+    BuildRequest, ImageChoice, PushRequest, RealiseRequest,
+};
+use crate::ops::cache::{self as cache_ops, CacheRequest};
 use crate::ops::debian::FetchOptions;
-use crate::ops::load;
-use crate::ops::realise::{link_results, outputs, realise, SourceOptions};
+use crate::ops::realise::SourceOptions;
+use crate::realise::events::{Event, Progress};
 use crate::realise::{CancelToken, Options, Report};
 
 /// Options of every command that builds.
@@ -86,39 +88,19 @@ pub struct BuildArgs {
 }
 
 impl BuildArgs {
-    /// The caches to substitute from: the config's, `--cache`, `--discover`.
-    pub(super) fn caches(&self, config: Option<&Config>) -> CliResult<Vec<BinaryCache>> {
-        if self.no_substitute {
-            return Ok(Vec::new());
+    /// The caches to ask besides the configuration's: `--cache`, `--discover`.
+    pub(super) fn cache_request(&self) -> CacheRequest {
+        CacheRequest {
+            substitute: !self.no_substitute,
+            urls: self.caches.clone(),
+            trusted_keys: self.trusted_keys.clone(),
+            discover: self
+                .discover
+                .as_deref()
+                .map(|d| cache_ops::parse_discover(d).0)
+                .unwrap_or_default(),
+            offline: self.offline,
         }
-        let mut specs = cache_ops::configured(config);
-        let keys = self
-            .trusted_keys
-            .iter()
-            .map(|k| {
-                k.parse()
-                    .map_err(|e| CliError::usage(format!("--trusted-public-key {k}: {e}"), None))
-            })
-            .collect::<CliResult<Vec<_>>>()?;
-        for url in &self.caches {
-            specs.push(cache_ops::CacheSpec {
-                url: url.clone(),
-                priority: cache_ops::CLI_PRIORITY,
-                keys: keys.clone(),
-            });
-        }
-        if let Some(d) = &self.discover {
-            for loc in cache_ops::parse_discover(d).0 {
-                let mut spec = cache_ops::discover(&loc)?;
-                spec.keys.extend(keys.iter().cloned());
-                specs.push(spec);
-            }
-        }
-        if self.offline {
-            // No network: only caches on this machine.
-            specs.retain(|s| s.url.starts_with("file://"));
-        }
-        Ok(cache_ops::open_all(&specs)?)
     }
 
     fn wants_push(&self) -> bool {
@@ -166,6 +148,15 @@ impl BuildArgs {
             source_dirs: self.source_dirs.clone(),
         }
     }
+
+    fn build_options(&self, cancel: &CancelToken) -> BuildOptions {
+        BuildOptions {
+            realise: self.options(false, cancel),
+            sources: self.sources(),
+            caches: self.cache_request(),
+            out_link: (!self.no_link).then(|| self.out_link.clone()),
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -192,166 +183,44 @@ pub struct BuildDirArgs {
     dir: PathBuf,
 }
 
-/// A spec directory: one holding container.yaml.
-fn is_spec_dir(arg: &str) -> bool {
-    Path::new(arg).join("container.yaml").is_file()
-}
-
 pub fn exec_realise(global: &Global, args: RealiseArgs) -> CliResult<()> {
     let store = global.open_store()?;
-    let (drvs, config) = resolve_targets(&store, &args.targets)?;
-    let targets: Vec<Target> = drvs
-        .into_iter()
-        .map(|drv| Target {
-            drv,
-            link: None,
-            show: String::new(),
-        })
-        .collect();
-    let caches = args.build.caches(config.as_ref())?;
-    run(
-        &store,
-        &targets,
-        &args.build,
+    let request = RealiseRequest {
+        targets: args.targets,
+        check: args.check,
+        options: args.build.build_options(&global.cancel),
+    };
+    let view = BuildView::new(&args.build);
+    let outcome = view.finish(
+        ops_build::realise_targets(&store, &request, &view),
         args.check,
-        config.as_ref(),
-        &caches,
-        &global.cancel,
-    )
-}
-
-pub fn exec_build(global: &Global, args: BuildDirArgs) -> CliResult<()> {
-    let loaded = load::load(&args.dir)?;
-    let store = global.open_store()?;
-    let plan = load::eval(&loaded, &store)?;
-    let mut err = std::io::stderr().lock();
-    let var = |k: &str| loaded.vars.get(k).map(|v| v.to_string());
-    let title = match (var("author"), var("name"), var("version")) {
-        (Some(a), Some(n), Some(v)) => format!("{a}/{n}-{v}"),
-        (None, Some(n), Some(v)) => format!("{n}-{v}"),
-        (_, Some(n), None) => n,
-        _ => loaded.dir.display().to_string(),
-    };
-    writeln!(err, "Building {title}")?;
-    let caches = args.build.caches(loaded.config.as_ref())?;
-    let platform = format!(
-        "{}/{}",
-        var("os").unwrap_or_else(|| "linux".into()),
-        var("arch").unwrap_or_else(|| "amd64".into())
-    );
-    for p in plan.packages.iter().filter(|p| p.direct) {
-        let from = if p.key == p.id.to_string() {
-            format!("recipe {}", p.key)
-        } else {
-            format!("'./{}'", p.key)
-        };
-        writeln!(
-            err,
-            "Processing package from {from} for {platform}.\n    HASH: {}",
-            p.out.hash_part()
-        )?;
-        if store.is_valid(&p.out)? {
-            writeln!(err, "    Found {} in the local store.", p.out.hash_part())?;
-        } else if let Some(c) = caches
-            .iter()
-            .find(|c| matches!(c.trusted_narinfo(&p.out), Ok(Some(_))))
-        {
-            writeln!(err, "    Found {} in {}.", p.out.hash_part(), c.url())?;
-        } else {
-            writeln!(
-                err,
-                "    Can't find {} in any known location...\n    Defaulting to local build...",
-                p.out.hash_part()
-            )?;
-        }
-    }
-    let formats = args.format.map(|f| vec![f]).unwrap_or_else(|| {
-        vec![
-            ImageFormatArg::Aci,
-            ImageFormatArg::Oci,
-            ImageFormatArg::OciArchive,
-        ]
-    });
-    let wanted = |f: ImageFormat| {
-        formats.iter().any(|x| match f {
-            ImageFormat::Aci => *x == ImageFormatArg::Aci,
-            ImageFormat::Oci => matches!(x, ImageFormatArg::Oci | ImageFormatArg::OciArchive),
-        })
-    };
-    for i in plan.images.iter().filter(|i| wanted(i.format)) {
-        let f = match i.format {
-            ImageFormat::Aci => "ACI",
-            ImageFormat::Oci => "OCI",
-        };
-        writeln!(err, "Image {} as {f}: {}", i.title, i.out)?;
-    }
-    drop(err);
-    let mut targets: Vec<Target> = plan
-        .packages
-        .iter()
-        .filter(|p| p.direct)
-        .map(|p| Target {
-            drv: p.drv.clone(),
-            link: None,
-            show: String::new(),
-        })
-        .collect();
-    for i in plan.images.iter().filter(|i| wanted(i.format)) {
-        let (link, show) = match i.format {
-            ImageFormat::Aci => ("aci", ""),
-            ImageFormat::Oci if formats.contains(&ImageFormatArg::Oci) => ("oci", "/oci"),
-            ImageFormat::Oci => ("oci", "/image.oci.tar"),
-        };
-        targets.push(Target {
-            drv: i.drv.clone(),
-            link: Some(link.to_string()),
-            show: show.to_string(),
-        });
-    }
-    run(
-        &store,
-        &targets,
-        &args.build,
-        false,
-        loaded.config.as_ref(),
-        &caches,
-        &global.cancel,
     )?;
-    if args.build.wants_push() {
-        let config = loaded.config.as_ref();
-        let (name, url) = cache_ops::upload_target(config).ok_or_else(|| {
-            CliError::usage(
-                "pushing needs a repository to upload to",
-                Some("add `repository:` with `upload-type` and `upload-path` to .buildit-config.yaml"),
-            )
-        })?;
-        let key = cache_ops::secret_key(args.build.secret_key_file.as_deref(), config)?;
-        let mut drvs: Vec<StorePath> = plan.packages.iter().map(|p| p.drv.clone()).collect();
-        drvs.extend(plan.images.iter().map(|i| i.drv.clone()));
-        let paths = cache_ops::spec_paths(&store, &drvs)?;
-        let cache = BinaryCache::new(crate::cache::open(&url)?, 0, Default::default());
-        let start = std::time::Instant::now();
-        let pushed = cache.push(&store, &paths, &key, &|_| {});
-        let line = super::progress::step_line(
-            "Uploading",
-            &format!("packages to '{name}'"),
-            pushed.is_ok(),
-            Some(start.elapsed()),
-        );
-        note!("{line}");
-        let pushed = pushed?;
-        note!("{} paths uploaded to {url}", pushed.len());
+    if args.check {
+        return check_result(&outcome.report);
     }
     Ok(())
 }
 
-/// What to realise, and how to show it.
-struct Target {
-    drv: StorePath,
-    /// `Some(suffix)`: linked as `LINK-suffix`; `None`: as `LINK`, `LINK-1`, ….
-    link: Option<String>,
-    /// Appended to the printed output path (a file inside it).
-    show: String,
+pub fn exec_build(global: &Global, args: BuildDirArgs) -> CliResult<()> {
+    let store = global.open_store()?;
+    let request = BuildRequest {
+        dir: args.dir,
+        images: args.format.map(|f| match f {
+            ImageFormatArg::Oci => ImageChoice::Oci,
+            ImageFormatArg::OciArchive => ImageChoice::OciArchive,
+            ImageFormatArg::Aci => ImageChoice::Aci,
+        }),
+        push: args.build.wants_push().then(|| PushRequest {
+            secret_key_file: args.build.secret_key_file.clone(),
+        }),
+        options: args.build.build_options(&global.cancel),
+    };
+    let view = BuildView::new(&args.build);
+    let outcome = view.finish(ops_build::build(&store, &request, &view), false)?;
+    if let Some(p) = &outcome.pushed {
+        note!("{} paths uploaded to {}", p.paths.len(), p.url);
+    }
+    Ok(())
 }
 
 /// `--format`: build only images of one format.
@@ -365,64 +234,133 @@ pub enum ImageFormatArg {
     Aci,
 }
 
-fn run(
-    store: &LocalStore,
-    targets: &[Target],
-    args: &BuildArgs,
-    check: bool,
-    config: Option<&Config>,
-    caches: &[BinaryCache],
-    cancel: &CancelToken,
-) -> CliResult<()> {
-    let fetcher = args.sources().fetcher(config);
-    // An interrupt now stops the builds cleanly rather than buildit itself.
-    cancel.arm();
-    let reporter = Reporter::new(ReporterOptions {
-        print_logs: args.print_build_logs,
-        quiet: false,
-    });
-    let drvs: Vec<StorePath> = targets.iter().map(|t| t.drv.clone()).collect();
-    let report = realise(
-        store,
-        &drvs,
-        &args.options(check, cancel),
-        &fetcher,
-        caches,
-        &reporter,
-    );
-    reporter.finish();
-    let report = report?;
-    summarise(&report, args.keep_going)?;
-    if report.interrupted {
-        note!("interrupted: running builds were stopped, nothing was registered for them");
-        return Err(CliError::Reported(130));
-    }
-    if check {
-        return check_result(&report);
-    }
-    if !report.ok() {
-        return Err(CliError::Reported(1));
-    }
-    let mut numbered = Vec::new();
-    let mut stdout = std::io::stdout().lock();
-    for t in targets {
-        for (_, out) in outputs(store, std::slice::from_ref(&t.drv))? {
-            match &t.link {
-                Some(suffix) if !args.no_link => {
-                    let mut l = args.out_link.as_os_str().to_owned();
-                    l.push(format!("-{suffix}"));
-                    store.add_indirect_root(Path::new(&l), &out)?;
-                }
-                Some(_) => {}
-                None => numbered.push(out.clone()),
-            }
-            writeln!(stdout, "{out}{}", t.show)?;
+/// Renders a build as it goes: the realiser's events through the [`Reporter`],
+/// the build's own on stderr, the outputs on stdout.
+struct BuildView {
+    reporter: Reporter,
+    keep_going: bool,
+    /// The first write that failed: events cannot return it, the command does.
+    failed: Mutex<Option<CliError>>,
+}
+
+impl BuildView {
+    fn new(args: &BuildArgs) -> BuildView {
+        BuildView {
+            reporter: Reporter::new(ReporterOptions {
+                print_logs: args.print_build_logs,
+                quiet: false,
+            }),
+            keep_going: args.keep_going,
+            failed: Mutex::new(None),
         }
     }
-    if !args.no_link {
-        link_results(store, &args.out_link, &numbered)?;
+
+    fn render(&self, event: BuildEvent<'_>) -> CliResult<()> {
+        match event {
+            BuildEvent::Untrusted { config } => super::output::warn_untrusted(config),
+            BuildEvent::Evaluated { title } => {
+                writeln!(std::io::stderr(), "Building {title}")?;
+            }
+            BuildEvent::Package {
+                package: p,
+                platform,
+                availability,
+            } => {
+                let from = if p.key == p.id.to_string() {
+                    format!("recipe {}", p.key)
+                } else {
+                    format!("'./{}'", p.key)
+                };
+                let hash = p.out.hash_part();
+                let mut err = std::io::stderr().lock();
+                writeln!(
+                    err,
+                    "Processing package from {from} for {platform}.\n    HASH: {hash}"
+                )?;
+                match availability {
+                    Availability::LocalStore => {
+                        writeln!(err, "    Found {hash} in the local store.")?
+                    }
+                    Availability::Cache(url) => writeln!(err, "    Found {hash} in {url}.")?,
+                    Availability::Missing => writeln!(
+                        err,
+                        "    Can't find {hash} in any known location...\n    Defaulting to local build..."
+                    )?,
+                }
+            }
+            BuildEvent::Image { image } => {
+                let f = match image.format {
+                    ImageFormat::Aci => "ACI",
+                    ImageFormat::Oci => "OCI",
+                };
+                writeln!(
+                    std::io::stderr(),
+                    "Image {} as {f}: {}",
+                    image.title,
+                    image.out
+                )?;
+            }
+            BuildEvent::Realised { report } => {
+                self.reporter.finish();
+                summarise(report, self.keep_going)?;
+            }
+            BuildEvent::Linked { outputs } => {
+                let mut stdout = std::io::stdout().lock();
+                for o in outputs {
+                    writeln!(stdout, "{}{}", o.path, o.inside)?;
+                }
+            }
+            BuildEvent::Uploaded { name, ok, elapsed } => {
+                let line = super::progress::step_line(
+                    "Uploading",
+                    &format!("packages to '{name}'"),
+                    ok,
+                    Some(elapsed),
+                );
+                note!("{line}");
+            }
+        }
+        Ok(())
     }
-    Ok(())
+
+    /// The outcome, once what it says has been rendered; a failed or
+    /// interrupted realisation is an exit status.
+    fn finish(
+        &self,
+        result: Result<BuildOutcome, ops_build::BuildOpError>,
+        check: bool,
+    ) -> CliResult<BuildOutcome> {
+        self.reporter.finish();
+        let failed = self.failed.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        let outcome = result?;
+        if outcome.report.interrupted {
+            note!("interrupted: running builds were stopped, nothing was registered for them");
+            return Err(CliError::Reported(130));
+        }
+        // A check's verdict says more than its status: the caller renders it.
+        if !check && !outcome.report.ok() {
+            return Err(CliError::Reported(1));
+        }
+        Ok(outcome)
+    }
+}
+
+impl Progress for BuildView {
+    fn event(&self, event: Event<'_>) {
+        self.reporter.event(event);
+    }
+}
+
+impl BuildProgress for BuildView {
+    fn build_event(&self, event: BuildEvent<'_>) {
+        if let Err(e) = self.render(event) {
+            let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+            failed.get_or_insert(e);
+        }
+    }
 }
 
 /// What was built, what failed and why, on stderr.
@@ -507,50 +445,4 @@ fn check_result(report: &Report) -> CliResult<()> {
         return Err(CliError::Reported(1));
     }
     Ok(())
-}
-
-/// `.drv` paths, or spec directories (evaluated: their packages and images), and
-/// the configuration that applies.
-pub(super) fn resolve_targets(
-    store: &LocalStore,
-    args: &[String],
-) -> CliResult<(Vec<StorePath>, Option<Config>)> {
-    let mut drvs = Vec::new();
-    let mut spec_loaded: Option<Spec> = None;
-    for t in args {
-        if is_spec_dir(t) {
-            let loaded = load::load(Path::new(t))?;
-            let plan = load::eval(&loaded, store)?;
-            drvs.extend(
-                plan.packages
-                    .iter()
-                    .filter(|p| p.direct)
-                    .map(|p| p.drv.clone()),
-            );
-            drvs.extend(plan.images.iter().map(|i| i.drv.clone()));
-            spec_loaded = Some(loaded);
-        } else {
-            let (p, _) = store.resolve(t)?;
-            if !p.is_derivation() {
-                return Err(CliError::usage(
-                    format!("{t} is not a derivation (.drv) or a spec directory"),
-                    Some("`buildit eval DIR` prints the derivations of a spec"),
-                ));
-            }
-            if !store.is_valid(&p)? {
-                return Err(CliError::usage(format!("{p} is not in the store"), None));
-            }
-            drvs.push(p);
-        }
-    }
-    // Without a spec, the configuration that applies where buildit runs (the
-    // current directory, its parents, then the user's).
-    let config = match spec_loaded.and_then(|s| s.config) {
-        Some(c) => Some(c),
-        None => match std::env::current_dir() {
-            Ok(d) => load::config_for(&d)?,
-            Err(_) => None,
-        },
-    };
-    Ok((drvs, config))
 }

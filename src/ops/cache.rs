@@ -25,6 +25,70 @@ pub struct CacheSpec {
     pub keys: Vec<PublicKey>,
 }
 
+/// Which caches a build may take paths from, besides the configuration's.
+#[derive(Debug, Clone, Default)]
+pub struct CacheRequest {
+    /// `false`: take nothing from any cache.
+    pub substitute: bool,
+    /// Cache URLs asked for explicitly.
+    pub urls: Vec<String>,
+    /// Public keys (`name:base64`, unparsed) trusted for `urls` and the discovered
+    /// caches.
+    pub trusted_keys: Vec<String>,
+    /// Locations (names or URLs) to discover caches from.
+    pub discover: Vec<String>,
+    /// No network: only caches on this machine.
+    pub offline: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheRequestError {
+    #[error("{key}: {reason}")]
+    TrustedKey { key: String, reason: String },
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+}
+
+/// The caches a build substitutes from, opened: the configuration's, the ones
+/// asked for, the discovered ones.
+pub fn for_build(
+    config: Option<&Config>,
+    request: &CacheRequest,
+) -> Result<Vec<BinaryCache>, CacheRequestError> {
+    if !request.substitute {
+        return Ok(Vec::new());
+    }
+    let mut specs = configured(config);
+    let keys = request
+        .trusted_keys
+        .iter()
+        .map(|k| {
+            k.parse().map_err(
+                |e: buildit_store::signing::KeyError| CacheRequestError::TrustedKey {
+                    key: k.clone(),
+                    reason: e.to_string(),
+                },
+            )
+        })
+        .collect::<Result<Vec<PublicKey>, _>>()?;
+    for url in &request.urls {
+        specs.push(CacheSpec {
+            url: url.clone(),
+            priority: CLI_PRIORITY,
+            keys: keys.clone(),
+        });
+    }
+    for loc in &request.discover {
+        let mut spec = discover(loc)?;
+        spec.keys.extend(keys.iter().cloned());
+        specs.push(spec);
+    }
+    if request.offline {
+        specs.retain(|s| s.url.starts_with("file://"));
+    }
+    Ok(open_all(&specs)?)
+}
+
 /// The URL of a `repository:` side: `TYPE://PATH`, where the seed writes
 /// `upload-path: containers@mysuperbinhost.org/containers`.
 fn repository_url(t: Transport, path: &str) -> String {

@@ -1,14 +1,15 @@
-//! Debian operations behind `buildit debian …`: lock a build root's closure, fetch
-//! locked `.deb`s, build a build root.
+//! Debian operations behind `buildit debian …`: resolve and show packages, lock
+//! closures (and prune the lock), fetch locked `.deb`s, build a build root.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use buildit_lang::lockfile::{DebianPackage, LockFile, LockedBuildRoot};
+use buildit_lang::lockfile::{DebianPackage, LockError, LockFile, LockedBuildRoot};
 use buildit_lang::lower::debian::{lower_build_root, lower_package, DrvSet};
 use buildit_lang::model::build_root::BuildRootDef;
 use buildit_store::{LocalStore, StorePath};
 
-use crate::debian::resolve::{resolve, DebRequest, ResolveError};
+use crate::debian::resolve::{resolve, DebRequest, PackageStanza, ResolveError};
 use crate::fetch::Fetcher;
 use crate::realise::{BuildError, Realiser, Report};
 
@@ -203,4 +204,216 @@ pub fn unpack(
         targets.push((name.clone(), drv));
     }
     realise_named(store, opts, &set, targets, progress)
+}
+
+fn parse_requests(packages: &[String]) -> Result<Vec<DebRequest>, ResolveError> {
+    packages.iter().map(|p| p.parse::<DebRequest>()).collect()
+}
+
+/// The exact closure apt would install on an empty system for `packages`
+/// (`NAME`, `NAME=VERSION`, `NAME:ARCH`, optionally prefixed `debian:`), by name.
+pub fn resolve_names(packages: &[String]) -> Result<Vec<(String, DebianPackage)>, ResolveError> {
+    resolve(&parse_requests(packages)?)
+}
+
+/// Every version apt knows of `package` (`NAME` or `NAME:ARCH`).
+pub fn show(package: &str) -> Result<Vec<PackageStanza>, ResolveError> {
+    crate::debian::resolve::show(package)
+}
+
+/// `buildit debian lock`: what to resolve and where to record it.
+#[derive(Debug, Clone)]
+pub struct LockRequest {
+    pub packages: Vec<String>,
+    /// Build-root definitions whose packages are locked too, with their closure.
+    pub build_roots: Vec<PathBuf>,
+    /// The lock file (created if missing).
+    pub lock: PathBuf,
+    /// Drop locked packages that neither this closure nor a locked build root needs.
+    pub update: bool,
+}
+
+#[derive(Debug)]
+pub struct LockOutcome {
+    /// The differences in the `debian` section, by name.
+    pub changes: Vec<Change>,
+    /// Packages resolved now that were already locked exactly so.
+    pub unchanged: usize,
+    /// The file was written (else it was up to date).
+    pub written: bool,
+}
+
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum LockDebianError {
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    BuildRoot(#[from] buildit_lang::yaml::SpecError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
+}
+
+/// Resolve the packages (and build roots) of `request` and record their closure
+/// in the lock file, written only when it changes.
+pub fn lock_debian(request: &LockRequest) -> Result<LockOutcome, LockDebianError> {
+    let requests = parse_requests(&request.packages)?;
+    let defs = request
+        .build_roots
+        .iter()
+        .map(|f| BuildRootDef::load(f))
+        .collect::<Result<Vec<_>, _>>()?;
+    // Read the lock before apt runs: a broken lock file fails fast.
+    let mut lock = LockFile::load(&request.lock)?;
+    let old = lock.debian.clone();
+    let mut resolved: BTreeSet<String> = BTreeSet::new();
+    for def in &defs {
+        resolved.extend(lock_build_root(def, &mut lock)?);
+    }
+    if !requests.is_empty() {
+        for (name, pkg) in resolve(&requests)? {
+            resolved.insert(name.clone());
+            lock.debian.insert(name, pkg);
+        }
+    }
+    if request.update {
+        prune(&mut lock, &resolved);
+    }
+    let (changes, unchanged) = diff(&old, &lock.debian, &resolved);
+    // Unreadable counts as different: the write then says why.
+    let before = std::fs::read(&request.lock).ok();
+    let written = before.as_deref() != Some(lock.to_text().as_bytes());
+    if written {
+        lock.save(&request.lock)?;
+    }
+    Ok(LockOutcome {
+        changes,
+        unchanged,
+        written,
+    })
+}
+
+/// One difference between the old and the new `debian` section.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Change {
+    Added(String, String),
+    Changed {
+        name: String,
+        old: DebianPackage,
+        new: DebianPackage,
+    },
+    Removed(String, String),
+}
+
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Change::Added(n, v) => write!(f, "+ {n} {v}"),
+            Change::Removed(n, v) => write!(f, "- {n} {v}"),
+            Change::Changed { name, old, new } if old.version == new.version => write!(
+                f,
+                "~ {name} {} → {} ({}, {})",
+                old.version, new.version, new.architecture, new.filename
+            ),
+            Change::Changed { name, old, new } => {
+                write!(f, "~ {name} {} → {}", old.version, new.version)
+            }
+        }
+    }
+}
+
+/// The differences between two `debian` sections, by name, and how many of the
+/// `resolved` packages were already locked exactly as they are now.
+fn diff(
+    old: &BTreeMap<String, DebianPackage>,
+    new: &BTreeMap<String, DebianPackage>,
+    resolved: &BTreeSet<String>,
+) -> (Vec<Change>, usize) {
+    let mut changes = Vec::new();
+    let mut unchanged = 0;
+    let names: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+    for name in names {
+        match (old.get(name), new.get(name)) {
+            (None, Some(n)) => changes.push(Change::Added(name.clone(), n.version.clone())),
+            (Some(o), None) => changes.push(Change::Removed(name.clone(), o.version.clone())),
+            (Some(o), Some(n)) if o != n => changes.push(Change::Changed {
+                name: name.clone(),
+                old: o.clone(),
+                new: n.clone(),
+            }),
+            (Some(_), Some(_)) if resolved.contains(name) => unchanged += 1,
+            _ => {}
+        }
+    }
+    (changes, unchanged)
+}
+
+/// Keep only the packages that `resolved` or a locked build root needs.
+fn prune(lock: &mut LockFile, resolved: &BTreeSet<String>) {
+    let mut keep: BTreeSet<String> = resolved.clone();
+    for root in lock.build_roots.values() {
+        keep.extend(root.packages.iter().cloned());
+    }
+    lock.debian.retain(|name, _| keep.contains(name));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pkg(version: &str) -> DebianPackage {
+        DebianPackage {
+            version: version.into(),
+            architecture: "amd64".into(),
+            sha256: "ab".repeat(32),
+            size: 1,
+            filename: format!("pool/main/x/x/x_{version}_amd64.deb"),
+        }
+    }
+
+    #[test]
+    fn diff_and_prune() {
+        let mut lock = LockFile::default();
+        lock.debian.insert("old".into(), pkg("1"));
+        lock.debian.insert("same".into(), pkg("2"));
+        lock.debian.insert("bumped".into(), pkg("3"));
+        lock.debian.insert("rooted".into(), pkg("6"));
+        lock.build_roots.insert(
+            "r".into(),
+            buildit_lang::lockfile::LockedBuildRoot {
+                requested: vec!["rooted".into()],
+                packages: vec!["rooted".into()],
+            },
+        );
+        let old = lock.debian.clone();
+        let resolved: BTreeSet<String> = ["bumped", "new", "same"].map(String::from).into();
+        lock.debian.insert("bumped".into(), pkg("4"));
+        lock.debian.insert("new".into(), pkg("5"));
+
+        let (changes, unchanged) = diff(&old, &lock.debian, &resolved);
+        let shown: Vec<String> = changes.iter().map(|c| c.to_string()).collect();
+        assert_eq!(shown, vec!["~ bumped 3 → 4", "+ new 5"]);
+        assert_eq!(unchanged, 1);
+
+        // --update: what neither the closure nor a build root needs goes.
+        prune(&mut lock, &resolved);
+        let (changes, _) = diff(&old, &lock.debian, &resolved);
+        let shown: Vec<String> = changes.iter().map(|c| c.to_string()).collect();
+        assert_eq!(shown, vec!["~ bumped 3 → 4", "+ new 5", "- old 1"]);
+        assert_eq!(
+            lock.debian.keys().collect::<Vec<_>>(),
+            vec!["bumped", "new", "rooted", "same"]
+        );
+
+        // Same version, other file: shown as a change with the new file.
+        let mut rebuilt = lock.debian.clone();
+        if let Some(p) = rebuilt.get_mut("same") {
+            p.sha256 = "cd".repeat(32);
+        }
+        let (changes, _) = diff(&lock.debian, &rebuilt, &resolved);
+        assert_eq!(
+            changes[0].to_string(),
+            "~ same 2 → 2 (amd64, pool/main/x/x/x_2_amd64.deb)"
+        );
+    }
 }

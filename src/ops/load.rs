@@ -9,7 +9,7 @@ use buildit_lang::lower::plan::{debian_names, lower_spec, package_key, remote_pa
 use buildit_lang::model::trust::Untrusted;
 use buildit_lang::model::{load_spec_with, Config, ConfigChoice, LoadOptions, Package, Spec};
 use buildit_lang::yaml::SpecError;
-use buildit_store::LocalStore;
+use buildit_store::{LocalStore, StorePath};
 
 use crate::debian::resolve::{resolve, DebRequest, ResolveError};
 use crate::ops::debian::{lock_build_root, write_derivations};
@@ -32,6 +32,8 @@ pub enum SpecOpError {
     #[error("{path} does not exist")]
     #[diagnostic(help("`buildit lock {dir}` writes it: it pins the recipes, remote patches and Debian packages of the spec"))]
     NoLock { path: String, dir: String },
+    #[error("cannot find the current directory (to look for .buildit-config.yaml): {0}")]
+    CurrentDir(#[source] std::io::Error),
 }
 
 /// The recipe repository shipped with buildit: `$BUILDIT_SAMPLE_RECIPES`, else the
@@ -42,13 +44,23 @@ pub fn sample_recipes() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/recipes"))
 }
 
-pub fn load(dir: &Path) -> Result<Spec, SpecError> {
+/// A spec directory: one holding container.yaml. Operands that are not are store
+/// paths, `.drv`s or files.
+pub fn is_spec_dir(path: &Path) -> bool {
+    path.join("container.yaml").is_file()
+}
+
+/// Hears of each configuration file passed over as untrusted (the caller says so
+/// to the user: a spec may then fail for want of what the file said).
+pub type Warn<'a> = &'a dyn Fn(&Untrusted);
+
+pub fn load(dir: &Path, warn: Warn<'_>) -> Result<Spec, SpecError> {
     // One spelling of the directory, whatever the user typed (`s`, `./s/`, a symlink):
     // lock keys are paths relative to it.
     let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
     // Found here rather than by the loader, so the warnings are out even when the
     // spec then fails (perhaps for want of what the ignored file said).
-    let config = config_for(&dir)?;
+    let config = config_for(&dir, warn)?;
     load_spec_with(
         &dir,
         &LoadOptions {
@@ -58,26 +70,47 @@ pub fn load(dir: &Path) -> Result<Spec, SpecError> {
     )
 }
 
-/// The configuration that applies in `dir` ([`Config::discover`]); each file passed
-/// over as untrusted is warned about on stderr.
-pub fn config_for(dir: &Path) -> Result<Option<Config>, SpecError> {
+/// The configuration that applies in `dir` ([`Config::discover`]); `warn` hears
+/// of each file passed over as untrusted.
+pub fn config_for(dir: &Path, warn: Warn<'_>) -> Result<Option<Config>, SpecError> {
     let (config, ignored) = Config::discover(dir)?;
-    warn_untrusted(&ignored);
+    ignored.iter().for_each(warn);
     Ok(config)
 }
 
-/// One warning per configuration file passed over, with why and how to allow it.
-pub fn warn_untrusted(ignored: &[Untrusted]) {
-    use std::io::Write;
-    let mut err = std::io::stderr().lock();
-    for u in ignored {
-        // A closed stderr is no reason to fail the command.
-        let _ = writeln!(
-            err,
-            "warning: ignoring the configuration {u}\n  help: {}",
-            u.help()
-        );
+/// The configuration that applies to a command given no spec directory: the one
+/// of the current directory, its parents, then the user's.
+pub fn config_here(warn: Warn<'_>) -> Result<Option<Config>, SpecOpError> {
+    let dir = std::env::current_dir().map_err(SpecOpError::CurrentDir)?;
+    Ok(config_for(&dir, warn)?)
+}
+
+/// The spec's own configuration, else [`config_here`].
+pub fn config_or_here(spec: Option<Config>, warn: Warn<'_>) -> Result<Option<Config>, SpecOpError> {
+    match spec {
+        Some(c) => Ok(Some(c)),
+        None => config_here(warn),
     }
+}
+
+/// The roots of a lowered spec: its own packages (those of `package:` steps), then
+/// its images; dependencies are reached through them. What `realise DIR` builds
+/// and links, and what `diff` pairs.
+pub fn plan_roots(plan: &Plan) -> Vec<StorePath> {
+    let packages = plan.packages.iter().filter(|p| p.direct);
+    packages
+        .map(|p| p.drv.clone())
+        .chain(plan.images.iter().map(|i| i.drv.clone()))
+        .collect()
+}
+
+/// Every derivation the plan names (dependencies too), then its images: what a
+/// push of the spec starts from.
+pub fn plan_derivations(plan: &Plan) -> Vec<StorePath> {
+    let packages = plan.packages.iter().map(|p| p.drv.clone());
+    packages
+        .chain(plan.images.iter().map(|i| i.drv.clone()))
+        .collect()
 }
 
 fn all_packages(spec: &Spec) -> Vec<&Package> {

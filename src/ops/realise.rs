@@ -3,11 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
-use buildit_lang::model::Config;
+use buildit_lang::model::{Config, Spec};
 use buildit_store::{LocalStore, StorePath};
 
 use crate::fetch::Fetcher;
 use crate::ops::debian::FetchOptions;
+use crate::ops::load::{self, SpecOpError};
 use crate::realise::events::Progress;
 use crate::realise::{BuildError, Options, Realiser, Report};
 
@@ -98,4 +99,51 @@ pub fn link_results(
         made.push(l);
     }
     Ok(made)
+}
+
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum TargetError {
+    #[error("{0} is not a derivation (.drv) or a spec directory")]
+    #[diagnostic(help("`buildit eval DIR` prints the derivations of a spec"))]
+    NotADerivation(String),
+    #[error("{0} is not in the store")]
+    NotInStore(StorePath),
+    #[error(transparent)]
+    Store(#[from] buildit_store::StoreError),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Load(#[from] buildit_lang::yaml::SpecError),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Spec(#[from] SpecOpError),
+}
+
+/// `.drv` paths, or spec directories (evaluated: their roots), and the
+/// configuration that applies: the last spec's, else the one where buildit runs.
+pub fn resolve_targets(
+    store: &LocalStore,
+    args: &[String],
+    warn: load::Warn<'_>,
+) -> Result<(Vec<StorePath>, Option<Config>), TargetError> {
+    let mut drvs = Vec::new();
+    let mut spec_loaded: Option<Spec> = None;
+    for t in args {
+        if load::is_spec_dir(Path::new(t)) {
+            let loaded = load::load(Path::new(t), warn)?;
+            let plan = load::eval(&loaded, store)?;
+            drvs.extend(load::plan_roots(&plan));
+            spec_loaded = Some(loaded);
+        } else {
+            let (p, _) = store.resolve(t)?;
+            if !p.is_derivation() {
+                return Err(TargetError::NotADerivation(t.clone()));
+            }
+            if !store.is_valid(&p)? {
+                return Err(TargetError::NotInStore(p));
+            }
+            drvs.push(p);
+        }
+    }
+    let config = load::config_or_here(spec_loaded.and_then(|s| s.config), warn)?;
+    Ok((drvs, config))
 }

@@ -15,9 +15,6 @@ mod walk;
 #[cfg(test)]
 mod tests;
 
-use std::path::Path;
-
-use buildit_lang::lower::plan::Plan;
 use buildit_store::{LocalStore, StoreError, StorePath};
 use serde::Serialize;
 
@@ -70,10 +67,6 @@ pub enum DrvDiffError {
         #[source]
         source: StoreError,
     },
-    /// A spec directory that does not load, lock or lower.
-    #[error(transparent)]
-    #[diagnostic(transparent)]
-    Spec(Box<crate::ops::load::SpecOpError>),
 }
 
 /// Explain how the graphs below roots `a` and `b` (`.drv` paths in `store`) differ.
@@ -95,31 +88,4 @@ pub fn diff_derivations(
     };
     d.sort();
     Ok(d)
-}
-
-/// The roots of a lowered spec: its images, and its own packages (those of
-/// `package:` steps); dependencies are reached through them.
-pub fn plan_roots(plan: &Plan) -> Vec<StorePath> {
-    let mut roots: Vec<StorePath> = plan.images.iter().map(|i| i.drv.clone()).collect();
-    for p in plan.packages.iter().filter(|p| p.direct) {
-        if !roots.contains(&p.drv) {
-            roots.push(p.drv.clone());
-        }
-    }
-    roots
-}
-
-/// Two spec directories, each loaded with its own lock and lowered into `store`,
-/// diffed from their roots ([`plan_roots`]).
-pub fn diff_specs(store: &LocalStore, a: &Path, b: &Path) -> Result<DrvDiff, DrvDiffError> {
-    let lower = |dir: &Path| -> Result<Vec<StorePath>, DrvDiffError> {
-        let spec =
-            crate::ops::load::load(dir).map_err(|e| DrvDiffError::Spec(Box::new(e.into())))?;
-        let plan =
-            crate::ops::load::eval(&spec, store).map_err(|e| DrvDiffError::Spec(Box::new(e)))?;
-        Ok(plan_roots(&plan))
-    };
-    let ra = lower(a)?;
-    let rb = lower(b)?;
-    diff_derivations(store, &ra, &rb)
 }
