@@ -5,25 +5,16 @@
 # recipes, build_root the build-root definitions, config the configurations (and a
 # few made here), lock_file lock files made here. Files are named by the SHA-1 of
 # their contents, as libFuzzer names corpus entries, so re-running adds nothing
-# twice. Needs python3.
+# twice (scripts/fuzz_corpus.py). Needs python3.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-exec python3 - "$here/corpus" "$here/../.." <<'PY'
-import hashlib, json, os, sys
+PYTHONPATH="$here/../../scripts" PYTHONDONTWRITEBYTECODE=1 exec python3 - "$here/corpus" "$here/../.." <<'PY'
+import json, os, sys
 
-corpus, root = sys.argv[1], sys.argv[2]
-counts = {}
+from fuzz_corpus import Corpus
 
-def add(target, data):
-    if isinstance(data, str):
-        data = data.encode()
-    d = os.path.join(corpus, target)
-    os.makedirs(d, exist_ok=True)
-    path = os.path.join(d, hashlib.sha1(data).hexdigest())
-    if not os.path.exists(path):
-        with open(path, "wb") as f:
-            f.write(data)
-        counts[target] = counts.get(target, 0) + 1
+corpus, root = Corpus(sys.argv[1]), sys.argv[2]
+add = corpus.add
 
 def kind(path, name):
     if name == "container.yaml":
@@ -86,8 +77,5 @@ lock = {
 add("lock_file", json.dumps(lock, indent=2) + "\n")
 add("lock_file", '{\n  "version": 1\n}\n')
 
-for target in ("spec_yaml", "container_yaml", "pkg_yaml", "recipe", "build_root", "config", "lock_file"):
-    d = os.path.join(corpus, target)
-    total = len(os.listdir(d)) if os.path.isdir(d) else 0
-    print(f"{target}: {counts.get(target, 0)} new, {total} in corpus/{target}")
+corpus.report(("spec_yaml", "container_yaml", "pkg_yaml", "recipe", "build_root", "config", "lock_file"))
 PY

@@ -8,4 +8,5 @@ pub mod inroot;
 pub mod lockfile;
 pub mod lower;
 pub mod model;
+pub mod resolve;
 pub mod yaml;

@@ -11,9 +11,8 @@ use std::sync::Arc;
 
 use buildit_lang::inroot::AllowedRoots;
 use buildit_lang::model::container::{Compression, ImageFormat, Layout};
-use buildit_lang::model::{
-    self, load_spec_with, ConfigChoice, Dependency, LoadOptions, PackageOrigin, PatchSource, Spec,
-};
+use buildit_lang::model::{self, Dependency, PackageOrigin, PatchSource, Spec};
+use buildit_lang::resolve::{load_spec_with, ConfigChoice, LoadOptions, Repository};
 use buildit_lang::yaml::{SourceFile, SpecError};
 use miette::{GraphicalReportHandler, GraphicalTheme};
 use proptest::prelude::*;
@@ -462,7 +461,7 @@ fn good_spec_resolves_everything() {
 
 #[test]
 fn repository_picks_the_newest_version() {
-    let repo = model::Repository::new(vec![PathBuf::from(RECIPES)]);
+    let repo = Repository::new(vec![PathBuf::from(RECIPES)]);
     let found = repo.find("www-servers/nginx").unwrap();
     assert_eq!(found.id.version, "1.22.1");
     let found = repo.find("www-servers/nginx-1.20.2").unwrap();

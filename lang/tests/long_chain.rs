@@ -9,7 +9,7 @@ use std::path::Path;
 
 use buildit_lang::lockfile::{DebianPackage, LockFile, LockedBuildRoot, LockedPackage};
 use buildit_lang::lower::plan::lower_spec;
-use buildit_lang::model::{load_spec_with, ConfigChoice, LoadOptions};
+use buildit_lang::resolve::{load_spec_with, ConfigChoice, LoadOptions};
 use buildit_store::derivation::{DerivationError, DerivationHasher};
 use buildit_store::{LocalStore, StorePath};
 

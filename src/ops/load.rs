@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use buildit_lang::lockfile::{LockFile, LockedPackage};
 use buildit_lang::lower::plan::{debian_names, lower_spec, package_key, remote_patches, Plan};
 use buildit_lang::model::trust::Untrusted;
-use buildit_lang::model::{load_spec_with, Config, ConfigChoice, LoadOptions, Package, Spec};
+use buildit_lang::model::{Config, Package, Spec};
+use buildit_lang::resolve::{load_spec_with, ConfigChoice, LoadOptions};
 use buildit_lang::yaml::SpecError;
 use buildit_store::{LocalStore, StorePath};
 

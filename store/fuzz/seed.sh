@@ -3,26 +3,18 @@
 # store/tests/vectors/*.json: NARs (nar_base64), .drv files (drv_aterm and the
 # input closures), narinfo and nix-cache-info texts, and store paths, hashes,
 # content addresses, keys and signatures. Files are named by the SHA-1 of their
-# contents, as libFuzzer names corpus entries, so re-running adds nothing twice.
+# contents, as libFuzzer names corpus entries, so re-running adds nothing twice
+# (scripts/fuzz_corpus.py).
 # (The spec files' corpora are seeded by lang/fuzz/seed.sh.) Needs python3.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-exec python3 - "$here/../tests/vectors" "$here/corpus" <<'PY'
-import base64, hashlib, json, os, struct, sys
+PYTHONPATH="$here/../../scripts" PYTHONDONTWRITEBYTECODE=1 exec python3 - "$here/../tests/vectors" "$here/corpus" <<'PY'
+import base64, json, os, struct, sys
 
-vectors, corpus = sys.argv[1], sys.argv[2]
-counts = {}
+from fuzz_corpus import Corpus
 
-def add(target, data):
-    if isinstance(data, str):
-        data = data.encode()
-    d = os.path.join(corpus, target)
-    os.makedirs(d, exist_ok=True)
-    path = os.path.join(d, hashlib.sha1(data).hexdigest())
-    if not os.path.exists(path):
-        with open(path, "wb") as f:
-            f.write(data)
-        counts[target] = counts.get(target, 0) + 1
+vectors, corpus = sys.argv[1], Corpus(sys.argv[2])
+add = corpus.add
 
 def load(name):
     with open(os.path.join(vectors, name)) as f:
@@ -138,8 +130,5 @@ for case in base32["cases"]:
 add(sp, narinfo["public_key_file"].strip())
 add(sp, narinfo["secret_key_file"].strip())
 
-for target in ("nar_reader", "aterm", "narinfo", "store_path"):
-    d = os.path.join(corpus, target)
-    total = len(os.listdir(d)) if os.path.isdir(d) else 0
-    print(f"{target}: {counts.get(target, 0)} new, {total} in corpus/{target}")
+corpus.report(("nar_reader", "aterm", "narinfo", "store_path"))
 PY

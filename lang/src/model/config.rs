@@ -23,8 +23,10 @@ use buildit_store::signing::PublicKey;
 use marked_yaml::Node;
 
 use super::trust::{Trust, Untrusted};
-use super::{describe, load_yaml, node_loc, short, top_map, Located, Map, TopLevel};
-use crate::yaml::{did_you_mean, SourceFile, SpecError, MAX_FILE_BYTES};
+use crate::yaml::{
+    describe, did_you_mean, load_yaml, node_loc, scalar, short, top_map, Located, Map, SourceFile,
+    SpecError, TopLevel, MAX_FILE_BYTES,
+};
 
 pub const FILE_NAME: &str = ".buildit-config.yaml";
 
@@ -323,7 +325,7 @@ impl Config {
                     return Err(node_loc(&file, u)
                         .error(format!("a mirror must be a URL, not {}", describe(u)), None));
                 };
-                let url = super::scalar(&file, s);
+                let url = scalar(&file, s);
                 super::recipe::check_url(&url, &["https", "http", "ftp", "file"])?;
                 urls.push(url);
             }

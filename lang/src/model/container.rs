@@ -1,7 +1,7 @@
 //! `container.yaml`: a list of steps, each a single-key mapping — `vars`, `package`,
 //! `sync` or `image`. Every string is a template rendered with the vars defined above
 //! it (see [`super::template`]). This module checks the steps' shape and values; the
-//! packages are resolved against the repository by [`super::load_spec`].
+//! packages are resolved against the repository by [`crate::resolve::load_spec`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -9,12 +9,15 @@ use std::sync::Arc;
 
 use marked_yaml::Node;
 
+use super::inputs::unresolved;
 use super::package::UseFlags;
 use super::recipe::check_recipe_ref;
 use super::template::{locate_rendered, Templates};
-use super::{describe, load_yaml, node_loc, short, Loc, Located, Map, TopLevel};
 use crate::inroot::{AllowedRoots, ResolveError};
-use crate::yaml::{did_you_mean, SourceFile, SpecError};
+use crate::yaml::{
+    describe, did_you_mean, is_null, load_yaml, node_loc, scalar, short, Loc, Located, Map,
+    SourceFile, SpecError, TopLevel,
+};
 
 /// `NAME: value` of a `vars` step (value rendered with the vars above it).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -278,7 +281,7 @@ fn step_parts<'a>(
         ));
     }
     if let Node::Scalar(s) = body {
-        if super::is_null(s) {
+        if is_null(s) {
             return Err(at.error(
                 format!("the {kind} step is empty"),
                 Some("its settings go on the lines below it, indented deeper than the key".into()),
@@ -305,7 +308,7 @@ fn vars_step(
     };
     let mut vars = Vec::new();
     for (k, v) in m.iter() {
-        let name = super::scalar(file, k);
+        let name = scalar(file, k);
         let ok = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
             && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !ok {
@@ -324,8 +327,8 @@ fn vars_step(
                 Some(format!("for example:\n{VARS_EXAMPLE}")),
             ));
         };
-        let mut raw = super::scalar(file, s);
-        if super::is_null(s) {
+        let mut raw = scalar(file, s);
+        if is_null(s) {
             // `name:` with nothing after it (or `~`) is the empty string.
             raw.value.clear();
         }
@@ -492,7 +495,7 @@ impl Cx<'_> {
             Err(ResolveError::Missing { .. } | ResolveError::NotADirectory { .. }) => {
                 return Err(missing())
             }
-            Err(e) => return Err(super::unresolved(&src, "the sync source", &e, self.inputs)),
+            Err(e) => return Err(unresolved(&src, "the sync source", &e, self.inputs)),
         };
         let meta = std::fs::metadata(&path).map_err(|_| missing())?;
         if meta.is_dir() && !recursive {

@@ -8,10 +8,14 @@ use std::sync::Arc;
 
 use marked_yaml::Node;
 
+use super::inputs::unresolved;
 use super::recipe::{check_recipe_ref, check_url, env_map, parse_source, DepSpec, Recipe};
-use super::{load_yaml, short, top_map, Located, Map, Pairs, SourceSpec, TopLevel};
+use super::SourceSpec;
 use crate::inroot::{AllowedRoots, ResolveError};
-use crate::yaml::{did_you_mean, SourceFile, SpecError};
+use crate::yaml::{
+    describe, did_you_mean, load_yaml, short, top_map, Located, Map, Pairs, SourceFile, SpecError,
+    TopLevel,
+};
 
 /// `use: {with: [...], without: [...]}`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -222,7 +226,7 @@ fn parse_patches(m: &Map<'_>, dir: &Path, inputs: &AllowedRoots) -> Result<Vec<P
                     format!(
                         "the patch '{}' needs a description, not {}",
                         short(&key),
-                        super::describe(other)
+                        describe(other)
                     ),
                     Some(help),
                 ));
@@ -249,7 +253,7 @@ fn parse_patches(m: &Map<'_>, dir: &Path, inputs: &AllowedRoots) -> Result<Vec<P
             let path = match inputs.resolve(dir, Path::new(&written)) {
                 Ok(p) => Some(p),
                 Err(ResolveError::Missing { .. } | ResolveError::NotADirectory { .. }) => None,
-                Err(e) => return Err(super::unresolved(&key, "the patch", &e, inputs)),
+                Err(e) => return Err(unresolved(&key, "the patch", &e, inputs)),
             };
             match path {
                 Some(p) if !written.is_empty() && p.is_file() => PatchSource::Local(p),

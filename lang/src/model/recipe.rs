@@ -9,8 +9,10 @@ use std::sync::Arc;
 
 use marked_yaml::Node;
 
-use super::{check_sha256, load_yaml, node_loc, short, top_map, Located, Map, Pairs, TopLevel};
-use crate::yaml::{SourceFile, SpecError};
+use crate::yaml::{
+    check_sha256, load_yaml, node_loc, short, top_map, Located, Map, Pairs, SourceFile, SpecError,
+    TopLevel,
+};
 
 /// A recipe at an exact version: `CATEGORY/NAME-VERSION`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -7,8 +7,7 @@ use std::ops::Range;
 
 use minijinja::{Environment, ErrorKind, UndefinedBehavior};
 
-use super::{Loc, Located};
-use crate::yaml::{did_you_mean, SpecError};
+use crate::yaml::{did_you_mean, Loc, Located, SpecError};
 
 /// Loops in templates are allowed, but bounded: a spec must not hang its reader.
 const FUEL: u64 = 200_000;

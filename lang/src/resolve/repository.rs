@@ -20,11 +20,10 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::config::Config;
-use super::recipe::{check_recipe_ref, compare_versions, RecipeId};
-use super::{short, Loc, Located};
 use crate::inroot::{AllowedRoots, ResolveError};
-use crate::yaml::{closest, SpecError};
+use crate::model::config::{self, Config};
+use crate::model::recipe::{check_recipe_ref, compare_versions, RecipeId};
+use crate::yaml::{closest, short, Loc, Located, SpecError};
 
 /// The directory of build-root definitions in a root (not a category).
 pub const BUILD_ROOTS: &str = "build-roots";
@@ -394,7 +393,7 @@ impl Repository {
             help: format!(
                 "recipe and build-root files are read from {}; another directory can be allowed with `allowed-dirs:` or `recipe-paths:` in your {}",
                 list(&roots),
-                super::config::FILE_NAME
+                config::FILE_NAME
             ),
         }
     }

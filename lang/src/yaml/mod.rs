@@ -8,6 +8,14 @@ use miette::{Diagnostic, NamedSource, SourceSpan};
 use serde::de::DeserializeOwned;
 use thiserror::Error;
 
+mod diagnostics;
+mod loc;
+mod map;
+
+pub(crate) use diagnostics::{load_yaml, TopLevel};
+pub use loc::{Loc, Located, Pairs};
+pub(crate) use map::{check_sha256, describe, is_null, node_loc, scalar, top_map, Map};
+
 /// The most a YAML file of the user's may nest (lists and mappings inside each
 /// other). The YAML loader, the deserializer and dropping the tree all recurse once
 /// per level, so without a bound 30,000 nested `- ` overflow the stack; no spec,
@@ -310,6 +318,17 @@ fn scan_message(scan: &impl std::fmt::Display) -> String {
     match s.find(" at byte ") {
         Some(i) => s[..i].to_string(),
         None => s,
+    }
+}
+
+/// A value quoted in a message, cut if long.
+pub(crate) fn short(s: &str) -> String {
+    const MAX: usize = 48;
+    if s.chars().count() <= MAX {
+        s.to_string()
+    } else {
+        let cut: String = s.chars().take(MAX - 1).collect();
+        format!("{cut}…")
     }
 }
 
