@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use buildit_lang::lower::planned::PlannedImage;
 use buildit_lang::lower::plan::PlannedPackage;
+use buildit_lang::lower::planned::PlannedImage;
 use buildit_lang::model::container::ImageFormat;
 use buildit_lang::model::trust::Untrusted;
 use buildit_lang::model::Config;
