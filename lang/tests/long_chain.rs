@@ -155,3 +155,57 @@ fn a_chain_of_2000_recipes_is_resolved_and_lowered() {
     // The links, their shared source, the build root with its fetch and unpack.
     assert_eq!(seen, LINKS + 4);
 }
+
+/// The contract reads back every derivation lang writes, and writes it again with
+/// the same builder, args and environment: a key spelled differently on one side,
+/// or a value that does not survive its typed form, fails here rather than in a
+/// build (package builds, the build root, its `.deb` fetch and unpack, an image).
+#[test]
+fn every_derivation_written_reads_back_through_the_contract() {
+    use buildit_store::builtins::{Builder, Kind};
+
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("chain");
+    let lock = chain(&dir, 3);
+    let spec_file = dir.join("container.yaml");
+    let mut spec_text = std::fs::read_to_string(&spec_file).unwrap();
+    spec_text.push_str(
+        "- image:\n    type: oci\n    config:\n      entrypoint: [\"/usr/bin/true\"]\n      exposed-ports: [\"443/tcp\"]\n",
+    );
+    std::fs::write(&spec_file, spec_text).unwrap();
+    let spec = load_spec_with(
+        &dir,
+        &LoadOptions {
+            sample_recipes: t.path().join("no-shipped-recipes"),
+            config: ConfigChoice::Discover,
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let store = LocalStore::open(&t.path().join("root")).unwrap();
+    let plan = lower_spec(&spec, &lock, "buildit.lock", &store).unwrap();
+    assert_eq!(plan.images.len(), 1);
+
+    let mut kinds = BTreeSet::new();
+    for (path, drv) in plan.set.in_order() {
+        let typed = Builder::from_derivation(drv).unwrap_or_else(|e| panic!("{path}: {e}"));
+        kinds.insert(typed.kind());
+        let again = typed.to_derivation();
+        assert_eq!(again.builder, drv.builder, "{path}");
+        assert_eq!(again.args, drv.args, "{path}");
+        assert_eq!(again.system, drv.system, "{path}");
+        // The written env also holds `out`, which output paths fill in afterwards.
+        let mut env = drv.env.clone();
+        env.remove("out");
+        assert_eq!(again.env, env, "{path}");
+    }
+    assert_eq!(
+        kinds,
+        BTreeSet::from([
+            Kind::FetchUrl,
+            Kind::UnpackDeb,
+            Kind::BuildRoot,
+            Kind::Package,
+            Kind::Image
+        ])
+    );
+}

@@ -65,6 +65,25 @@ pub(crate) struct Demo {
 
 /// Builds the demo library and program, or `None` after `skip` (a failure under
 /// CI) if there is no C compiler.
+/// `demo-runpath` and `demo-rpath` in `dir` (beside [`demo`]'s library): the demo
+/// program linked with `$ORIGIN/../lib` as its RUNPATH and as its RPATH.
+pub(crate) fn build_with_search_paths(dir: &Path) {
+    for (name, flags) in [
+        ("demo-runpath", "-Wl,--enable-new-dtags"),
+        ("demo-rpath", "-Wl,--disable-new-dtags"),
+    ] {
+        let args = [
+            "-o",
+            name,
+            "main.c",
+            "./libdemo.so.1",
+            "-Wl,-rpath,$ORIGIN/../lib",
+            flags,
+        ];
+        assert_eq!(cc(dir, &args), Some(true));
+    }
+}
+
 pub(crate) fn demo() -> Option<Demo> {
     let dir = tempfile::tempdir().unwrap();
     put(dir.path(), "demo.c", b"int demo(void) { return 42; }\n");

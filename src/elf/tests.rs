@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::fixtures::{cc, demo, oracle_deps, put, Synth, EM_X86_64};
+use super::fixtures::{build_with_search_paths, cc, demo, oracle_deps, put, Synth, EM_X86_64};
 use super::*;
 use crate::test_skip::skip;
 
@@ -12,20 +12,7 @@ use crate::test_skip::skip;
 fn runpath_and_rpath_read_and_expanded() {
     let Some(d) = demo() else { return };
     let dir = d.dir.path();
-    for (name, flags) in [
-        ("demo-runpath", "-Wl,--enable-new-dtags"),
-        ("demo-rpath", "-Wl,--disable-new-dtags"),
-    ] {
-        let args = [
-            "-o",
-            name,
-            "main.c",
-            "./libdemo.so.1",
-            "-Wl,-rpath,$ORIGIN/../lib",
-            flags,
-        ];
-        assert_eq!(cc(dir, &args), Some(true));
-    }
+    build_with_search_paths(dir);
     let runpath = read_elf_deps(&dir.join("demo-runpath")).unwrap().unwrap();
     assert_eq!(runpath.runpath, Some("$ORIGIN/../lib".into()));
     assert_eq!(runpath.rpath, None);

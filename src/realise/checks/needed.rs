@@ -236,7 +236,7 @@ fn ld_so_conf_d(root: &Path, dirs: &mut Vec<PathBuf>) -> Result<(), CheckError> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::elf::fixtures::{cc, copy, demo, link, put, Synth};
+    use crate::elf::fixtures::{build_with_search_paths, cc, copy, demo, link, put, Synth};
     use crate::elf::{ElfDeps, ElfError};
     use crate::test_skip::skip;
 
@@ -378,20 +378,7 @@ mod tests {
     fn runpath_and_rpath_with_origin() {
         let Some(d) = demo() else { return };
         let dir = d.dir.path();
-        for (name, flags) in [
-            ("demo-runpath", "-Wl,--enable-new-dtags"),
-            ("demo-rpath", "-Wl,--disable-new-dtags"),
-        ] {
-            let args = [
-                "-o",
-                name,
-                "main.c",
-                "./libdemo.so.1",
-                "-Wl,-rpath,$ORIGIN/../lib",
-                flags,
-            ];
-            assert_eq!(cc(dir, &args), Some(true));
-        }
+        build_with_search_paths(dir);
         // Outside the default directories: only the files with a search path find
         // the library next to them.
         let out = dir.join("out");
